@@ -1,0 +1,650 @@
+"""The coverage ledger of one hot spot: contract §4 from "Coverage of a window instance" down.
+
+``HotspotCoverage`` is a pure stateful step in the shape of bytewax's ``StatefulLogic``: presence
+updates in (``visit_started``, ``visit_progress``, ``visit_ended``), ``advance(now_ms)`` decides
+alerts at a clock value, ``next_wakeup_ms()`` says when to call it again with no further updates,
+and ``to_dict()`` / ``from_dict()`` snapshot the state as a plain JSON-able dict for a changelog
+table keyed by hot spot id. It never reads a clock: time is integer epoch milliseconds.
+
+The windows are not part of the snapshot; they are passed in (``from_dict``, ``set_windows``). The
+snapshot records which window instances already fired which alert, so a restored ledger never
+repeats one.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, cast
+from zoneinfo import ZoneInfo
+
+from geofences.hotspots import Window
+from geofences.timefmt import format_ms, parse_rfc3339_ms
+from geofences.windows import WindowInstance, instances_between
+
+AlertType = Literal["met", "at_risk", "gap", "co_patrol"]
+
+SNAPSHOT_VERSION = 1
+_ALERT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:hotspot:coverage-alert")
+_DAY_MS = 86_400_000
+_HORIZON_MS = 9 * _DAY_MS
+_REFRESH_MS = 8 * _DAY_MS
+_FLAG: dict[AlertType, str] = {"met": "m", "at_risk": "r", "gap": "g"}
+_FLAGS: tuple[tuple[AlertType, str], ...] = tuple(_FLAG.items())
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageSettings:
+    """Settings of contract §4 coverage and of issue 4 "Separate services".
+
+    ``separate_services``: groups of unit types; units of two different groups must not patrol
+    together. ``co_patrol_minutes``: a ``co_patrol`` alert fires when two such units have been
+    present at once for more than this. ``visit_retention_minutes``: how long an ended visit is
+    kept after its exit (beyond what any unsettled window instance needs), for windows added late
+    by assignments and for presence updates arriving out of order across units.
+    """
+
+    at_risk_lead_minutes: float = 15.0
+    exit_grace_s: float = 60.0
+    separate_services: tuple[frozenset[str], ...] = (
+        frozenset({"police", "pcso"}),
+        frozenset({"outreach"}),
+    )
+    co_patrol_minutes: float = 5.0
+    visit_retention_minutes: float = 24 * 60.0
+
+    @property
+    def lead_ms(self) -> int:
+        return round(self.at_risk_lead_minutes * 60_000)
+
+    @property
+    def grace_ms(self) -> int:
+        return round(self.exit_grace_s * 1000)
+
+    @property
+    def co_patrol_ms(self) -> int:
+        return round(self.co_patrol_minutes * 60_000)
+
+    @property
+    def retention_ms(self) -> int:
+        return round(self.visit_retention_minutes * 60_000)
+
+    def service_of(self, unit_type: str) -> int | None:
+        """Index of the first group of ``separate_services`` holding ``unit_type``, else None."""
+        for index, group in enumerate(self.separate_services):
+            if unit_type in group:
+                return index
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A coverage alert (contract §2 CoverageAlert); ``to_json_dict`` is its topic value.
+
+    Window alerts carry the instance bounds, ``required_minutes`` and the coverage in ms when
+    decided; ``co_patrol`` alerts carry ``unit_ids`` (sorted) and their ``unit_types`` instead.
+    """
+
+    alert_id: str
+    type: AlertType
+    hotspot_id: str
+    ts_ms: int
+    window_start_ms: int | None = None
+    window_end_ms: int | None = None
+    required_minutes: float | None = None
+    covered_ms: int | None = None
+    unit_ids: tuple[str, ...] = ()
+    unit_types: tuple[str, ...] = ()
+
+    @property
+    def covered_minutes(self) -> float | None:
+        """Coverage in minutes rounded to 2 decimals, as published."""
+        return None if self.covered_ms is None else round(self.covered_ms / 60_000, 2)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Exactly the CoverageAlert of contract §2 (timestamps RFC 3339 UTC with ms)."""
+        out: dict[str, Any] = {
+            "alert_id": self.alert_id,
+            "type": self.type,
+            "hotspot_id": self.hotspot_id,
+            "window_start": None
+            if self.window_start_ms is None
+            else format_ms(self.window_start_ms),
+            "window_end": None if self.window_end_ms is None else format_ms(self.window_end_ms),
+            "required_minutes": self.required_minutes,
+            "covered_minutes": self.covered_minutes,
+            "ts": format_ms(self.ts_ms),
+        }
+        if self.type == "co_patrol":
+            out["unit_ids"] = list(self.unit_ids)
+            out["unit_types"] = list(self.unit_types)
+        return out
+
+    @classmethod
+    def from_json_dict(cls, obj: Mapping[str, Any]) -> Alert:
+        """The alert of a ``to_json_dict`` value (e.g. read back from an outbox)."""
+
+        def ms(key: str) -> int | None:
+            value = obj.get(key)
+            return None if value is None else parse_rfc3339_ms(str(value))
+
+        covered = obj.get("covered_minutes")
+        required = obj.get("required_minutes")
+        ts_ms = ms("ts")
+        if ts_ms is None:
+            raise ValueError('alert has no "ts"')
+        return cls(
+            alert_id=str(obj["alert_id"]),
+            type=cast(AlertType, obj["type"]),
+            hotspot_id=str(obj["hotspot_id"]),
+            ts_ms=ts_ms,
+            window_start_ms=ms("window_start"),
+            window_end_ms=ms("window_end"),
+            required_minutes=None if required is None else float(required),
+            covered_ms=None if covered is None else round(float(covered) * 60_000),
+            unit_ids=tuple(obj.get("unit_ids") or ()),
+            unit_types=tuple(obj.get("unit_types") or ()),
+        )
+
+
+def window_alert_id(alert_type: AlertType, instance_key: str) -> str:
+    """Deterministic id of a met/at_risk/gap alert: uuid5 of type and instance key (contract §2)."""
+    return str(uuid.uuid5(_ALERT_NAMESPACE, f"{alert_type}|{instance_key}"))
+
+
+def co_patrol_alert_id(hotspot_id: str, unit_a: str, unit_b: str, overlap_start_ms: int) -> str:
+    """Deterministic id of a co_patrol alert: uuid5 of hot spot, sorted unit pair, overlap start."""
+    first, second = sorted((unit_a, unit_b))
+    text = f"co_patrol|{hotspot_id}|{first}|{second}|{overlap_start_ms}"
+    return str(uuid.uuid5(_ALERT_NAMESPACE, text))
+
+
+def union_length(intervals: Iterable[tuple[int, int]], lo: int, hi: int) -> int:
+    """Length of the union of closed intervals ``(a, b)``, clipped to ``[lo, hi]``."""
+    clipped = sorted((max(a, lo), min(b, hi)) for a, b in intervals if min(b, hi) > max(a, lo))
+    total = 0
+    run_start = run_end = 0
+    started = False
+    for a, b in clipped:
+        if started and a <= run_end:
+            run_end = max(run_end, b)
+            continue
+        if started:
+            total += run_end - run_start
+        run_start, run_end, started = a, b, True
+    if started:
+        total += run_end - run_start
+    return total
+
+
+@dataclass(slots=True)
+class _Visit:
+    """One visit of a unit: open until ended; ``end_ms`` is the latest inside ping while open and
+    the exit ts once ended. ``marks`` holds the co_patrol keys already alerted for this visit."""
+
+    unit_id: str
+    unit_type: str
+    enter_ms: int
+    end_ms: int
+    open: bool
+    marks: set[str] = field(default_factory=set)
+
+
+class HotspotCoverage:
+    """Coverage ledger of one hot spot (contract §4 "Coverage", "met", "at_risk", "gap").
+
+    Window instances are considered from the first clock value the ledger sees: an instance whose
+    ``end + exit_grace`` lies before it is never alerted on; one still open, or not yet settled,
+    counts normally (with whatever visits the ledger holds).
+    """
+
+    def __init__(
+        self,
+        hotspot_id: str,
+        windows: Sequence[Window],
+        tz_name: str,
+        settings: CoverageSettings | None = None,
+    ) -> None:
+        self.hotspot_id = hotspot_id
+        self.tz_name = tz_name
+        self.settings = settings or CoverageSettings()
+        self._windows: tuple[Window, ...] = tuple(windows)
+        self._now: int | None = None
+        self._visits: dict[tuple[str, int], _Visit] = {}
+        self._open: dict[str, _Visit] = {}
+        self._fired: dict[str, tuple[int, str]] = {}
+        self._instances: dict[str, WindowInstance] = {}
+        self._ordered: list[WindowInstance] = []
+        self._gen_to_ms: int | None = None
+        self._dirty = True
+        self._changed: set[tuple[str, int]] = set()
+        self._wake: int | None = None
+        self._covered: dict[str, int] = {}
+
+    # -- presence updates -------------------------------------------------------------------
+
+    @property
+    def now_ms(self) -> int | None:
+        """The latest clock value seen by ``advance``."""
+        return self._now
+
+    def _too_old(self, enter_ms: int) -> bool:
+        return self._now is not None and enter_ms < self._now - self.settings.retention_ms
+
+    def _touch(self, visit: _Visit) -> None:
+        self._changed.add((visit.unit_id, visit.enter_ms))
+        self._dirty = True
+
+    def visit_started(self, unit_id: str, unit_type: str, enter_ms: int) -> None:
+        """A unit entered the hot spot at ``enter_ms`` (§4 Enter). Repeats are ignored.
+
+        An open visit of the same unit that started earlier is closed at its latest inside ping
+        (its end was lost); a start older than that visit, or older than the retention before
+        the clock, is a redelivery and ignored.
+        """
+        if (unit_id, enter_ms) in self._visits or self._too_old(enter_ms):
+            return
+        current = self._open.get(unit_id)
+        if current is not None:
+            if enter_ms < current.enter_ms:
+                return
+            current.open = False
+            self._touch(current)
+        visit = _Visit(unit_id, unit_type, enter_ms, enter_ms, True)
+        self._visits[(unit_id, enter_ms)] = visit
+        self._open[unit_id] = visit
+        self._touch(visit)
+
+    def visit_progress(self, unit_id: str, inside_ms: int) -> None:
+        """The unit's latest usable ping inside the hot spot while present (§4 Coverage).
+
+        Ignored without an open visit, or when not later than what the visit already has.
+        """
+        visit = self._open.get(unit_id)
+        if visit is None or inside_ms <= visit.end_ms:
+            return
+        visit.end_ms = inside_ms
+        self._touch(visit)
+
+    def visit_ended(
+        self,
+        unit_id: str,
+        exit_ms: int,
+        enter_ms: int | None = None,
+        unit_type: str | None = None,
+    ) -> None:
+        """The unit exited at ``exit_ms`` (§4 Exit); the whole visit is enter..exit.
+
+        With ``enter_ms`` and ``unit_type`` (as a DwellEvent carries them) a visit whose start
+        was never seen is recorded whole. Repeats and stale redeliveries are ignored.
+        """
+        if enter_ms is not None and (unit_id, enter_ms) in self._visits:
+            known = self._visits[(unit_id, enter_ms)]
+            if not known.open:
+                return
+        visit = self._open.get(unit_id)
+        if visit is not None and (enter_ms is None or enter_ms == visit.enter_ms):
+            visit.end_ms = max(exit_ms, visit.enter_ms)
+            visit.open = False
+            del self._open[unit_id]
+            self._touch(visit)
+            return
+        if enter_ms is None or unit_type is None or self._too_old(enter_ms):
+            return
+        if visit is not None:
+            if enter_ms < visit.enter_ms:
+                return
+            visit.open = False
+            del self._open[unit_id]
+            self._touch(visit)
+        whole = _Visit(unit_id, unit_type, enter_ms, max(exit_ms, enter_ms), False)
+        self._visits[(unit_id, enter_ms)] = whole
+        self._touch(whole)
+
+    def set_windows(self, windows: Sequence[Window]) -> None:
+        """Replace the hot spot's windows (file plus assignments); alerts already fired stay fired.
+
+        New instances are considered from the latest clock value seen, as at start-up.
+        """
+        windows = tuple(windows)
+        if windows == self._windows:
+            return
+        self._windows = windows
+        self._instances = {}
+        self._ordered = []
+        self._gen_to_ms = None
+        self._dirty = True
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def present_units(self) -> dict[str, str]:
+        """Units with an open visit, unit id to unit type."""
+        return {unit_id: visit.unit_type for unit_id, visit in sorted(self._open.items())}
+
+    def covered_ms(self, instance: WindowInstance) -> int:
+        """Coverage of ``instance`` in ms (§4): union of its eligible intervals, clipped to it.
+
+        An ended visit counts enter..exit, an open one enter..latest inside ping; either only
+        when that span is at least ``min_visit_minutes``.
+        """
+        min_visit = instance.min_visit_ms
+        intervals = [
+            (v.enter_ms, v.end_ms)
+            for v in self._visits.values()
+            if v.end_ms > instance.start_ms
+            and v.enter_ms < instance.end_ms
+            and v.end_ms - v.enter_ms >= min_visit
+            and instance.eligible(v.unit_type)
+        ]
+        return union_length(intervals, instance.start_ms, instance.end_ms)
+
+    def eligible_present(self, instance: WindowInstance) -> bool:
+        """Whether a unit of an eligible type has an open visit (§4 at_risk)."""
+        return any(instance.eligible(v.unit_type) for v in self._open.values())
+
+    def instances(self) -> list[WindowInstance]:
+        """The unsettled window instances known to the ledger, by start (after an ``advance``)."""
+        return list(self._ordered)
+
+    def fired(self, instance_key: str) -> frozenset[AlertType]:
+        """The alerts already fired for an instance (while it is unsettled)."""
+        flags = self._fired.get(instance_key, (0, ""))[1]
+        return frozenset(t for t, f in _FLAGS if f in flags)
+
+    # -- the clock --------------------------------------------------------------------------
+
+    def next_wakeup_ms(self) -> int | None:
+        """The earliest clock value at which ``advance`` could emit with no further updates.
+
+        Its current clock value when updates wait to be decided (or no clock was seen yet:
+        then 0); ``None`` when nothing can ever fire without updates.
+        """
+        if self._dirty:
+            return 0 if self._now is None else self._now
+        return self._wake
+
+    def advance(self, now_ms: int) -> list[Alert]:
+        """Decide alerts at clock value ``now_ms`` (§4 met, at_risk, gap; issue 4 co_patrol).
+
+        A ``now_ms`` below the latest seen is ignored. Per window instance: ``met`` when coverage
+        reaches ``required_minutes``; ``at_risk`` the first time ``start <= now < end``, coverage
+        is short, no eligible unit is present and ``end - now <= required - covered + lead``;
+        ``gap`` when ``now > end + exit_grace`` with coverage short. Each fires at most once; an
+        instance ends with exactly one of met or gap. Alerts come out co_patrol first, then by
+        instance start.
+        """
+        previous = self._now
+        if previous is not None and now_ms < previous:
+            return []
+        self._now = now_ms
+        if not self._dirty and (self._wake is None or now_ms < self._wake):
+            return []
+        self._covered = {}
+        self._ensure_instances(now_ms if previous is None else previous, now_ms)
+        alerts = self._co_patrol(now_ms)
+        alerts.extend(self._decide(now_ms))
+        self._settle(now_ms)
+        self._prune(now_ms)
+        self._wake = self._compute_wake(now_ms)
+        self._covered = {}
+        self._dirty = False
+        return alerts
+
+    def _ensure_instances(self, from_ms: int, now_ms: int) -> None:
+        grace = self.settings.grace_ms
+        if self._gen_to_ms is None:
+            low = from_ms - grace - 1
+        elif self._gen_to_ms - now_ms < _REFRESH_MS:
+            low = self._gen_to_ms
+        else:
+            return
+        high = now_ms + _HORIZON_MS
+        for instance in instances_between(self.hotspot_id, self._windows, self.tz_name, low, high):
+            if instance.end_ms + grace >= from_ms:
+                self._instances.setdefault(instance.key, instance)
+        self._gen_to_ms = high
+        self._ordered = sorted(
+            self._instances.values(), key=lambda i: (i.start_ms, i.end_ms, i.key)
+        )
+
+    def _fire(
+        self, alert_type: AlertType, instance: WindowInstance, now_ms: int, covered: int
+    ) -> Alert:
+        end, flags = self._fired.get(instance.key, (instance.end_ms, ""))
+        self._fired[instance.key] = (end, flags + _FLAG[alert_type])
+        return Alert(
+            alert_id=window_alert_id(alert_type, instance.key),
+            type=alert_type,
+            hotspot_id=self.hotspot_id,
+            ts_ms=now_ms,
+            window_start_ms=instance.start_ms,
+            window_end_ms=instance.end_ms,
+            required_minutes=instance.required_minutes,
+            covered_ms=covered,
+        )
+
+    def _latest_visit_ms(self) -> int | None:
+        return max((v.end_ms for v in self._visits.values()), default=None)
+
+    def _coverage(self, instance: WindowInstance, latest: int | None) -> int:
+        if latest is None or latest <= instance.start_ms:
+            return 0
+        covered = self._covered.get(instance.key)
+        if covered is None:
+            covered = self._covered[instance.key] = self.covered_ms(instance)
+        return covered
+
+    def _decide(self, now_ms: int) -> list[Alert]:
+        grace = self.settings.grace_ms
+        lead = self.settings.lead_ms
+        latest = self._latest_visit_ms()
+        alerts: list[Alert] = []
+        for instance in self._ordered:
+            flags = self._fired.get(instance.key, (0, ""))[1]
+            if "m" in flags or "g" in flags:
+                continue
+            covered = self._coverage(instance, latest)
+            required = instance.required_ms
+            if covered >= required:
+                alerts.append(self._fire("met", instance, now_ms, covered))
+            elif now_ms > instance.end_ms + grace:
+                alerts.append(self._fire("gap", instance, now_ms, covered))
+            elif (
+                "r" not in flags
+                and instance.start_ms <= now_ms < instance.end_ms
+                and instance.end_ms - now_ms <= required - covered + lead
+                and not self.eligible_present(instance)
+            ):
+                alerts.append(self._fire("at_risk", instance, now_ms, covered))
+        return alerts
+
+    def _settle(self, now_ms: int) -> None:
+        grace = self.settings.grace_ms
+        if any(i.end_ms + grace < now_ms for i in self._ordered):
+            self._ordered = [i for i in self._ordered if i.end_ms + grace >= now_ms]
+            self._instances = {i.key: i for i in self._ordered}
+        stale = [key for key, (end, _) in self._fired.items() if end + grace < now_ms]
+        for key in stale:
+            del self._fired[key]
+
+    def _prune(self, now_ms: int) -> None:
+        horizon = now_ms - self.settings.retention_ms
+        for instance in self._ordered:
+            flags = self._fired.get(instance.key, (0, ""))[1]
+            if "m" not in flags and "g" not in flags:
+                horizon = min(horizon, instance.start_ms)
+                break
+        stale = [k for k, v in self._visits.items() if not v.open and v.end_ms < horizon]
+        for key in stale:
+            del self._visits[key]
+            self._changed.discard(key)
+
+    def _compute_wake(self, now_ms: int) -> int | None:
+        grace = self.settings.grace_ms
+        lead = self.settings.lead_ms
+        latest = self._latest_visit_ms()
+        wake: int | None = None
+        if self._windows and self._gen_to_ms is not None:
+            wake = self._gen_to_ms - _DAY_MS
+        for instance in self._ordered:
+            flags = self._fired.get(instance.key, (0, ""))[1]
+            if "m" in flags or "g" in flags:
+                continue
+            due = instance.end_ms + grace + 1
+            if (
+                "r" not in flags
+                and now_ms < instance.end_ms
+                and not self.eligible_present(instance)
+            ):
+                covered = self._coverage(instance, latest)
+                trigger = max(
+                    instance.start_ms,
+                    instance.end_ms - (instance.required_ms - covered) - lead,
+                )
+                if now_ms < trigger < instance.end_ms:
+                    due = min(due, trigger)
+            wake = due if wake is None else min(wake, due)
+        return wake
+
+    def _co_patrol(self, now_ms: int) -> list[Alert]:
+        """Issue 4 "Separate services": two units of different ``separate_services`` groups whose
+        presence intervals (ended: enter..exit, open: enter..latest inside ping) overlap by more
+        than ``co_patrol_minutes``. Once per pair of visits."""
+        if not self._changed:
+            return []
+        limit = self.settings.co_patrol_ms
+        alerts: list[Alert] = []
+        everyone = sorted(self._visits.values(), key=lambda v: (v.enter_ms, v.unit_id))
+        for key in sorted(self._changed):
+            visit = self._visits.get(key)
+            if visit is None:
+                continue
+            service = self.settings.service_of(visit.unit_type)
+            if service is None:
+                continue
+            for other in everyone:
+                other_service = self.settings.service_of(other.unit_type)
+                if other.unit_id == visit.unit_id or other_service in (None, service):
+                    continue
+                overlap_start = max(visit.enter_ms, other.enter_ms)
+                if min(visit.end_ms, other.end_ms) - overlap_start <= limit:
+                    continue
+                first, second = sorted((visit, other), key=lambda v: v.unit_id)
+                mark = f"{first.unit_id}|{second.unit_id}|{overlap_start}"
+                if mark in visit.marks or mark in other.marks:
+                    continue
+                visit.marks.add(mark)
+                other.marks.add(mark)
+                alerts.append(
+                    Alert(
+                        alert_id=co_patrol_alert_id(
+                            self.hotspot_id, first.unit_id, second.unit_id, overlap_start
+                        ),
+                        type="co_patrol",
+                        hotspot_id=self.hotspot_id,
+                        ts_ms=now_ms,
+                        unit_ids=(first.unit_id, second.unit_id),
+                        unit_types=(first.unit_type, second.unit_type),
+                    )
+                )
+        self._changed.clear()
+        return alerts
+
+    # -- snapshot ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ledger's state as a plain JSON-able dict, stable and round-tripping exactly::
+
+            {"v": 1, "hotspot_id": str, "now_ms": int | None,
+             "visits": [[unit_id, unit_type, enter_ms, end_ms, open, [co_patrol marks]], ...],
+             "fired": {instance_key: [instance_end_ms, flags], ...}}
+
+        ``visits`` are sorted by (enter_ms, unit_id); ``end_ms`` is the latest inside ping of an
+        open visit and the exit ts of an ended one. ``flags`` holds ``m`` (met), ``r`` (at_risk),
+        ``g`` (gap) in firing order; ``fired`` is sorted by key. Windows are not included.
+        """
+        visits = sorted(self._visits.values(), key=lambda v: (v.enter_ms, v.unit_id))
+        return {
+            "v": SNAPSHOT_VERSION,
+            "hotspot_id": self.hotspot_id,
+            "now_ms": self._now,
+            "visits": [
+                [v.unit_id, v.unit_type, v.enter_ms, v.end_ms, v.open, sorted(v.marks)]
+                for v in visits
+            ],
+            "fired": {key: [end, flags] for key, (end, flags) in sorted(self._fired.items())},
+        }
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        windows: Sequence[Window],
+        tz_name: str,
+        settings: CoverageSettings | None = None,
+    ) -> HotspotCoverage:
+        """A ledger restored from ``to_dict`` output, with the hot spot's current windows.
+
+        Raises ``ValueError`` for a snapshot of another shape or version.
+        """
+        try:
+            if data["v"] != SNAPSHOT_VERSION:
+                raise ValueError(f"coverage snapshot version {data['v']!r} is not supported")
+            ledger = cls(str(data["hotspot_id"]), windows, tz_name, settings)
+            now = data["now_ms"]
+            ledger._now = None if now is None else int(now)
+            for unit_id, unit_type, enter, end, is_open, marks in data["visits"]:
+                visit = _Visit(str(unit_id), str(unit_type), int(enter), int(end), bool(is_open))
+                visit.marks = {str(m) for m in marks}
+                ledger._visits[(visit.unit_id, visit.enter_ms)] = visit
+                if visit.open:
+                    ledger._open[visit.unit_id] = visit
+            for key, (end, flags) in data["fired"].items():
+                ledger._fired[str(key)] = (int(end), str(flags))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed coverage snapshot: {exc}") from exc
+        ledger._changed = set(ledger._visits)
+        return ledger
+
+
+# -- plain text for chat tools ----------------------------------------------------------------
+
+
+def _minutes(value: float | None) -> str:
+    if value is None:
+        return "?"
+    text = f"{math.floor(value * 10 + 1e-9) / 10:.1f}"
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _local(epoch_ms: int | None, tz_name: str, fmt: str) -> str:
+    if epoch_ms is None:
+        return "?"
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=ZoneInfo(tz_name)).strftime(fmt)
+
+
+def render_text(alert: Alert, hotspot_name: str, tz_name: str) -> str:
+    """One plain-text line for chat tools, times local to ``tz_name``, e.g.
+    ``HS-03 Clock Tower: at risk — 12 of 40 min done, window ends 20:00``."""
+    label = alert.hotspot_id
+    if hotspot_name and hotspot_name != alert.hotspot_id:
+        label = f"{alert.hotspot_id} {hotspot_name}"
+    done = f"{_minutes(alert.covered_minutes)} of {_minutes(alert.required_minutes)} min done"
+    start = _local(alert.window_start_ms, tz_name, "%H:%M")
+    end = _local(alert.window_end_ms, tz_name, "%H:%M")
+    if alert.type == "at_risk":
+        return f"{label}: at risk — {done}, window ends {end}"
+    if alert.type == "met":
+        return f"{label}: met — {done}, window {start}-{end}"
+    if alert.type == "gap":
+        day = _local(alert.window_start_ms, tz_name, "%a %d %b")
+        return f"{label}: gap — only {done}, window {start}-{end} on {day} missed"
+    units = " and ".join(
+        f"{unit_id} ({unit_type})"
+        for unit_id, unit_type in zip(alert.unit_ids, alert.unit_types, strict=False)
+    )
+    at = _local(alert.ts_ms, tz_name, "%H:%M")
+    return f"{label}: co-patrol — {units} patrolling together at {at}"

@@ -1,0 +1,23 @@
+"""Every way the domain core refuses input, under one root error."""
+
+from __future__ import annotations
+
+
+class HotspotError(Exception):
+    """Root of the domain's errors."""
+
+
+class HotSpotFileError(HotspotError):
+    """A hot spot file was refused (contract §3). ``problems`` has one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class InvalidPing(HotspotError):
+    """A ping value does not match contract §2; the message is the one-line reason."""
+
+
+class InvalidAssignment(HotspotError):
+    """An assignment value (a window added at run time) is malformed."""

@@ -1,0 +1,164 @@
+"""Which hot spots contain which points (contract §4 "Inside"), and how far a point is from one."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+
+from geofences.hotspots import HotSpot
+from geofences.projection import LocalProjection
+
+IntArray = npt.NDArray[np.intp]
+
+_MAX_CELLS = 1 << 21
+_CELL_FACTOR = 2.0
+
+
+class HotSpotIndex:
+    """A uniform lon/lat grid over the hot spots' bounding boxes, then exact GEOS tests.
+
+    Each grid cell lists the hot spots whose bounding box touches it (sorted by index). A batch of
+    points is matched with numpy alone down to (point, candidate) pairs inside the candidate's
+    bounding box, and only those pairs go to ``shapely.intersects_xy`` on prepared copies of the
+    polygons: a point on an edge, on a vertex or on a hole's boundary is inside; in a hole, outside.
+    Cells are about twice the median hot spot's bounding box, at most 2**21 of them.
+
+    Measured on one core, 100,000 points against 2,000 hot spots (randomly rotated 150 m squares,
+    pentagons, hexagons) spread over England, best of 7; points uniform over the area / 80 % of
+    them within ~200 m of a hot spot (all options give the same pairs):
+
+    - ``STRtree.query(shapely.points(...), predicate="intersects")``: 1.9 / 1.5 M points/s
+      (building the shapely points alone takes 35-110 ms)
+    - ``STRtree.query`` on the points, then ``intersects_xy`` on candidate pairs: 1.8 / 1.6 M/s
+    - the grid with a sorted array of non-empty cells and ``np.searchsorted``: 10 / 6 M/s
+    - this grid (a dense cell table, 8 MB at most): 63 / 11.7 M/s; building it: 60-160 ms.
+
+    ``containing`` (one point) takes 0.3 µs far from any hot spot, ~7 µs inside one.
+    """
+
+    def __init__(self, hotspots: Sequence[HotSpot]) -> None:
+        self.ids: tuple[str, ...] = tuple(h.id for h in hotspots)
+        self._position = {hotspot_id: i for i, hotspot_id in enumerate(self.ids)}
+        if len(self._position) != len(self.ids):
+            raise ValueError("hot spot ids are not unique")
+        geometries = np.array([h.geometry for h in hotspots], dtype=object)
+        self._geometries = shapely.transform(geometries, lambda c: c)
+        shapely.prepare(self._geometries)
+        self._projections = [LocalProjection.centred_on(g) for g in geometries]
+        self._projected = [
+            p.project_geometry(g) for p, g in zip(self._projections, geometries, strict=True)
+        ]
+        shapely.prepare(self._projected)
+        bounds = shapely.bounds(geometries).reshape(-1, 4)
+        self._xmin, self._ymin, self._xmax, self._ymax = (bounds[:, j].copy() for j in range(4))
+        self._bounds: list[list[float]] = bounds.tolist()
+        self._build_grid()
+
+    def _build_grid(self) -> None:
+        n = len(self.ids)
+        if n == 0:
+            self._nx = self._ny = 0
+            self._x0 = self._y0 = self._kx = self._ky = 0.0
+            self._starts = np.zeros(1, dtype=np.int32)
+            self._candidates = np.zeros(0, dtype=np.intp)
+            return
+        self._x0, self._y0 = float(self._xmin.min()), float(self._ymin.min())
+        width = float(self._xmax.max()) - self._x0
+        height = float(self._ymax.max()) - self._y0
+        cell_x = max(_CELL_FACTOR * float(np.median(self._xmax - self._xmin)), 1e-9)
+        cell_y = max(_CELL_FACTOR * float(np.median(self._ymax - self._ymin)), 1e-9)
+        cells = (width / cell_x + 1) * (height / cell_y + 1)
+        if cells > _MAX_CELLS:
+            grow = math.sqrt(cells / _MAX_CELLS) * 1.01
+            cell_x, cell_y = cell_x * grow, cell_y * grow
+        while True:
+            self._kx, self._ky = 1.0 / cell_x, 1.0 / cell_y
+            ix0 = self._cells(self._xmin, self._x0, self._kx)
+            ix1 = self._cells(self._xmax, self._x0, self._kx)
+            iy0 = self._cells(self._ymin, self._y0, self._ky)
+            iy1 = self._cells(self._ymax, self._y0, self._ky)
+            counts = (ix1 - ix0 + 1) * (iy1 - iy0 + 1)
+            if int(counts.sum()) <= 8 * n + _MAX_CELLS:
+                break
+            cell_x, cell_y = cell_x * 2.0, cell_y * 2.0
+        self._nx, self._ny = int(ix1.max()) + 1, int(iy1.max()) + 1
+        owner = np.repeat(np.arange(n), counts)
+        local = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        rows = (iy1 - iy0 + 1)[owner]
+        keys = (ix0[owner] + local // rows) * self._ny + iy0[owner] + local % rows
+        order = np.lexsort((owner, keys))
+        self._candidates = owner[order].astype(np.intp)
+        per_cell = np.bincount(keys, minlength=self._nx * self._ny)
+        self._starts = np.concatenate(([0], np.cumsum(per_cell))).astype(np.int32)
+
+    @staticmethod
+    def _cells(values: npt.NDArray[np.float64], origin: float, per_cell: float) -> IntArray:
+        """Cell numbers along one axis; monotone in ``values``, shared by build and query."""
+        return ((values - origin) * per_cell).astype(np.intp)
+
+    def match(self, lons: npt.ArrayLike, lats: npt.ArrayLike) -> tuple[IntArray, IntArray]:
+        """Every (point, hot spot) pair with the point inside the hot spot or on its boundary (§4).
+
+        Takes 1-D arrays of lon and lat in degrees. Returns ``(point_idx, hotspot_idx)``, sorted
+        by point, then hot spot; ``hotspot_idx`` indexes ``ids``.
+        """
+        x = np.asarray(lons, dtype=np.float64)
+        y = np.asarray(lats, dtype=np.float64)
+        if x.ndim != 1 or x.shape != y.shape:
+            raise ValueError("lons and lats must be 1-D arrays of the same length")
+        empty = np.zeros(0, dtype=np.intp)
+        if self._nx == 0:
+            return empty, empty.copy()
+        gx = (x - self._x0) * self._kx
+        gy = (y - self._y0) * self._ky
+        points = np.flatnonzero((gx >= 0) & (gx < self._nx) & (gy >= 0) & (gy < self._ny))
+        cell = gx[points].astype(np.intp) * self._ny + gy[points].astype(np.intp)
+        first = self._starts[cell]
+        counts = self._starts[cell + 1] - first
+        hits = counts > 0
+        points, first, counts = points[hits], first[hits], counts[hits]
+        point_idx = np.repeat(points, counts)
+        offsets = np.repeat(first - (np.cumsum(counts) - counts), counts)
+        hotspot_idx = self._candidates[offsets + np.arange(point_idx.size)]
+        px, py = x[point_idx], y[point_idx]
+        in_box = (
+            (px >= self._xmin[hotspot_idx])
+            & (px <= self._xmax[hotspot_idx])
+            & (py >= self._ymin[hotspot_idx])
+            & (py <= self._ymax[hotspot_idx])
+        )
+        point_idx, hotspot_idx = point_idx[in_box], hotspot_idx[in_box]
+        inside = shapely.intersects_xy(self._geometries[hotspot_idx], px[in_box], py[in_box])
+        return point_idx[inside], hotspot_idx[inside]
+
+    def containing(self, lon: float, lat: float) -> frozenset[str]:
+        """Ids of the hot spots the point is inside or on the boundary of (§4); ``match`` for one
+        point, without numpy's per-call overhead."""
+        gx = (lon - self._x0) * self._kx
+        gy = (lat - self._y0) * self._ky
+        if not (0 <= gx < self._nx and 0 <= gy < self._ny):
+            return frozenset()
+        cell = int(gx) * self._ny + int(gy)
+        found = []
+        for i in self._candidates[self._starts[cell] : self._starts[cell + 1]].tolist():
+            xmin, ymin, xmax, ymax = self._bounds[i]
+            if (
+                xmin <= lon <= xmax
+                and ymin <= lat <= ymax
+                and shapely.intersects_xy(self._geometries[i], lon, lat)
+            ):
+                found.append(self.ids[i])
+        return frozenset(found)
+
+    def distance_m(self, lon: float, lat: float, hotspot_id: str) -> float:
+        """Metres from the point to the hot spot (0 when inside or on its boundary), for the exit
+        buffer of §4; measured in a local projection centred on that hot spot."""
+        i = self._position[hotspot_id]
+        if shapely.intersects_xy(self._geometries[i], lon, lat):
+            return 0.0
+        x, y = self._projections[i].to_metres(lon, lat)
+        return float(shapely.distance(self._projected[i], shapely.Point(float(x), float(y))))

@@ -1,0 +1,111 @@
+"""Pings: what a valid ping is (contract §2 "Ping") and how one is decoded."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from geofences.errors import InvalidPing
+from geofences.timefmt import parse_rfc3339_ms
+
+MAX_PING_BYTES = 16_384
+MAX_UNIT_ID_CHARS = 64
+KNOWN_UNIT_TYPES = frozenset({"police", "pcso", "outreach", "security"})
+UNKNOWN_UNIT_TYPE = "unknown"
+
+_MIN_TS_MS = 0
+_MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """One decoded, valid ping. ``ts_ms`` is epoch milliseconds."""
+
+    unit_id: str
+    ts_ms: int
+    lat: float
+    lon: float
+    accuracy_m: float | None = None
+    unit_type: str | None = None
+
+
+def _number(obj: dict[str, Any], field: str) -> float:
+    value = obj[field]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidPing(f"{field} must be a number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range (only from Python callers)
+        raise InvalidPing(f"{field} must be finite") from None
+    if not math.isfinite(number):
+        raise InvalidPing(f"{field} must be finite")
+    return number
+
+
+def _ts_ms(value: object) -> int:
+    if isinstance(value, str):
+        try:
+            ts_ms = parse_rfc3339_ms(value)
+        except ValueError:
+            raise InvalidPing(f"ts is not an RFC 3339 timestamp with a zone: {value[:40]!r}") from None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidPing("ts must be finite")
+        if abs(value) > 1e15:  # value * 1000 could overflow to inf (1e306) and crash round()
+            raise InvalidPing(f"ts out of range: {value!r}")
+        ts_ms = round(value * 1000)
+    else:
+        raise InvalidPing(f"ts must be an RFC 3339 string or epoch seconds, got {type(value).__name__}")
+    if not _MIN_TS_MS <= ts_ms <= _MAX_TS_MS:
+        raise InvalidPing(f"ts out of range: {value!r}")
+    return ts_ms
+
+
+def ping_from_obj(obj: object) -> Ping:
+    """Validate a decoded JSON value against contract §2 "Ping"; raise ``InvalidPing`` with a reason."""
+    if not isinstance(obj, dict):
+        raise InvalidPing(f"value must be a JSON object, got {type(obj).__name__}")
+    for field in ("unit_id", "ts", "lat", "lon"):
+        if obj.get(field) is None:
+            raise InvalidPing(f"missing {field}")
+    unit_id = obj["unit_id"]
+    if not isinstance(unit_id, str):
+        raise InvalidPing(f"unit_id must be a string, got {type(unit_id).__name__}")
+    if not 1 <= len(unit_id) <= MAX_UNIT_ID_CHARS:
+        raise InvalidPing(f"unit_id must be 1-{MAX_UNIT_ID_CHARS} characters, got {len(unit_id)}")
+    ts_ms = _ts_ms(obj["ts"])
+    lat = _number(obj, "lat")
+    lon = _number(obj, "lon")
+    if not -90.0 <= lat <= 90.0:
+        raise InvalidPing(f"lat {lat} outside -90..90")
+    if not -180.0 <= lon <= 180.0:
+        raise InvalidPing(f"lon {lon} outside -180..180")
+    accuracy_m = None
+    if obj.get("accuracy_m") is not None:
+        accuracy_m = _number(obj, "accuracy_m")
+        if accuracy_m < 0:
+            raise InvalidPing(f"accuracy_m must be >= 0, got {accuracy_m}")
+    unit_type = obj.get("unit_type")
+    if unit_type is not None and (not isinstance(unit_type, str) or not 1 <= len(unit_type) <= 64):
+        raise InvalidPing("unit_type must be a string of 1-64 characters")
+    return Ping(unit_id, ts_ms, lat, lon, accuracy_m, unit_type)
+
+
+def decode_ping(raw: bytes | None) -> Ping:
+    """Decode one Kafka value into a ``Ping``; every way it can be wrong raises ``InvalidPing``."""
+    if not raw:
+        raise InvalidPing("empty value")
+    if len(raw) > MAX_PING_BYTES:
+        raise InvalidPing(f"value too large: {len(raw)} bytes > {MAX_PING_BYTES}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidPing("value is not UTF-8") from None
+        raise InvalidPing(f"not JSON: {str(exc).splitlines()[0]}") from None
+    return ping_from_obj(obj)

@@ -1,0 +1,354 @@
+"""The per-unit presence state machine: contract §4 from "Usable ping" to "Dwell".
+
+Every rule lives here, and nowhere else:
+
+* usable ping — valid and ``accuracy_m`` absent or ≤ ``max_accuracy_m``;
+* order — a usable ping not later than the unit's last usable ping is late or a duplicate;
+* enter — a usable ping inside a hot spot the unit is not present in;
+* exit (left) — an outside streak that goes beyond ``exit_buffer_m`` or lasts ``exit_grace_s``;
+* exit (signal lost) — silence longer than ``signal_timeout_s``, noticed by the next ping
+  (:func:`observe`) or by the clock (:func:`expire`), with the same result either way;
+* dwell — one per exit, ``exit ts − enter ts``.
+
+The functions are pure: a state and a ping (or a clock reading) in, a new state and events out.
+The caller supplies which hot spots contain the ping (from the spatial index, computed for a
+whole batch at once) and a way to measure a distance, asked only when a rule needs one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from geofences.pings import UNKNOWN_UNIT_TYPE, Ping
+from geofences.timefmt import format_ms
+
+_EVENT_NAMESPACE = uuid.UUID("5b0f3a52-8f1e-4c55-9a57-6f1b1c2a7d10")
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceSettings:
+    """The settings of contract §4, with its defaults."""
+
+    max_accuracy_m: float = 50.0
+    exit_buffer_m: float = 20.0
+    exit_grace_s: float = 60.0
+    signal_timeout_s: float = 300.0
+
+    @property
+    def exit_grace_ms(self) -> int:
+        return round(self.exit_grace_s * 1000)
+
+    @property
+    def signal_timeout_ms(self) -> int:
+        return round(self.signal_timeout_s * 1000)
+
+
+class Outcome(str, Enum):
+    """What became of a valid ping (counted by the shell)."""
+
+    USABLE = "usable"
+    POOR_ACCURACY = "poor_accuracy"
+    LATE = "late"
+
+
+class ExitReason(str, Enum):
+    LEFT = "left"
+    SIGNAL_LOST = "signal_lost"
+    HOTSPOT_REMOVED = "hotspot_removed"
+
+
+@dataclass(slots=True)
+class Visit:
+    """An open visit of one unit to one hot spot.
+
+    ``streak_*`` describe the open outside streak (its first ping), if any.
+    ``last_inside_ms`` is the latest usable ping inside the hot spot (coverage counts up to it).
+    """
+
+    enter_ms: int
+    unit_type: str
+    last_inside_ms: int
+    streak_ms: int | None = None
+    streak_lat: float = 0.0
+    streak_lon: float = 0.0
+
+
+@dataclass(slots=True)
+class UnitState:
+    """Everything remembered about one unit; snapshot with :meth:`to_dict`."""
+
+    unit_type: str = UNKNOWN_UNIT_TYPE
+    last_ms: int | None = None
+    last_lat: float = 0.0
+    last_lon: float = 0.0
+    visits: dict[str, Visit] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A compact JSON-able snapshot; :meth:`from_dict` restores it exactly."""
+        return {
+            "t": self.unit_type,
+            "l": [self.last_ms, self.last_lat, self.last_lon],
+            "v": {
+                hotspot_id: [
+                    v.enter_ms,
+                    v.unit_type,
+                    v.last_inside_ms,
+                    v.streak_ms,
+                    v.streak_lat,
+                    v.streak_lon,
+                ]
+                for hotspot_id, v in self.visits.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UnitState:
+        last_ms, last_lat, last_lon = data["l"]
+        visits = {hotspot_id: Visit(*fields) for hotspot_id, fields in data["v"].items()}
+        return cls(data["t"], last_ms, last_lat, last_lon, visits)
+
+
+@dataclass(frozen=True, slots=True)
+class GeofenceEvent:
+    """Contract §2 GeofenceEvent. ``reason`` is ``None`` for an enter."""
+
+    type: str
+    unit_id: str
+    unit_type: str
+    hotspot_id: str
+    ts_ms: int
+    lat: float
+    lon: float
+    reason: ExitReason | None
+    enter_ms: int
+
+    @property
+    def event_id(self) -> str:
+        key = f"{self.type}|{self.unit_id}|{self.hotspot_id}|{self.enter_ms}"
+        return str(uuid.uuid5(_EVENT_NAMESPACE, key))
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "type": self.type,
+            "unit_id": self.unit_id,
+            "unit_type": self.unit_type,
+            "hotspot_id": self.hotspot_id,
+            "ts": format_ms(self.ts_ms),
+            "lat": self.lat,
+            "lon": self.lon,
+            "reason": None if self.reason is None else self.reason.value,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DwellEvent:
+    """Contract §2 DwellEvent: one completed visit, emitted with its exit."""
+
+    unit_id: str
+    unit_type: str
+    hotspot_id: str
+    enter_ms: int
+    exit_ms: int
+    exit_reason: ExitReason
+
+    @property
+    def event_id(self) -> str:
+        key = f"dwell|{self.unit_id}|{self.hotspot_id}|{self.enter_ms}"
+        return str(uuid.uuid5(_EVENT_NAMESPACE, key))
+
+    @property
+    def duration_s(self) -> float:
+        return (self.exit_ms - self.enter_ms) / 1000
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "unit_id": self.unit_id,
+            "unit_type": self.unit_type,
+            "hotspot_id": self.hotspot_id,
+            "enter_ts": format_ms(self.enter_ms),
+            "exit_ts": format_ms(self.exit_ms),
+            "duration_s": self.duration_s,
+            "exit_reason": self.exit_reason.value,
+        }
+
+
+Event = GeofenceEvent | DwellEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """The result of one ping: its outcome, the unit's new state and the events it caused.
+
+    ``still_inside`` lists the hot spots the unit was already present in and this ping is
+    inside: the coverage ledger's "latest usable ping inside" moves for those.
+    """
+
+    outcome: Outcome
+    state: UnitState
+    events: tuple[Event, ...] = ()
+    still_inside: tuple[str, ...] = ()
+
+
+def _exit(
+    unit_id: str, hotspot_id: str, visit: Visit, reason: ExitReason, ts_ms: int, lat: float, lon: float
+) -> tuple[GeofenceEvent, DwellEvent]:
+    return (
+        GeofenceEvent("exit", unit_id, visit.unit_type, hotspot_id, ts_ms, lat, lon, reason, visit.enter_ms),
+        DwellEvent(unit_id, visit.unit_type, hotspot_id, visit.enter_ms, ts_ms, reason),
+    )
+
+
+def _close_all(unit_id: str, state: UnitState, events: list[Event]) -> None:
+    """Signal loss: close every open visit (contract §4 "Exit (signal lost)")."""
+    if state.last_ms is None:
+        return
+    for hotspot_id in sorted(state.visits):
+        visit = state.visits[hotspot_id]
+        if visit.streak_ms is not None:
+            events.extend(
+                _exit(unit_id, hotspot_id, visit, ExitReason.LEFT, visit.streak_ms, visit.streak_lat, visit.streak_lon)
+            )
+        else:
+            events.extend(
+                _exit(
+                    unit_id, hotspot_id, visit, ExitReason.SIGNAL_LOST, state.last_ms, state.last_lat, state.last_lon
+                )
+            )
+    state.visits = {}
+
+
+def _copy(state: UnitState) -> UnitState:
+    visits = {
+        h: Visit(v.enter_ms, v.unit_type, v.last_inside_ms, v.streak_ms, v.streak_lat, v.streak_lon)
+        for h, v in state.visits.items()
+    }
+    return UnitState(state.unit_type, state.last_ms, state.last_lat, state.last_lon, visits)
+
+
+def observe(
+    state: UnitState | None,
+    ping: Ping,
+    inside: Collection[str],
+    distance_m: Callable[[str], float],
+    settings: PresenceSettings,
+) -> Observation:
+    """Apply one valid ping of ``ping.unit_id`` (contract §4).
+
+    ``inside`` holds the ids of every hot spot containing the ping (boundary included).
+    ``distance_m(hotspot_id)`` gives the ping's distance in metres from that hot spot; it is
+    called only for hot spots the unit is present in and the ping is outside of.
+    The given state is not modified.
+    """
+    current = UnitState() if state is None else state
+    in_order = current.last_ms is None or ping.ts_ms > current.last_ms
+    if ping.accuracy_m is not None and ping.accuracy_m > settings.max_accuracy_m:
+        if in_order and ping.unit_type is not None and ping.unit_type != current.unit_type:
+            updated = _copy(current)
+            updated.unit_type = ping.unit_type
+            return Observation(Outcome.POOR_ACCURACY, updated)
+        return Observation(Outcome.POOR_ACCURACY, current)
+    if not in_order:
+        return Observation(Outcome.LATE, current)
+
+    new = _copy(current)
+    if ping.unit_type is not None:
+        new.unit_type = ping.unit_type
+    events: list[Event] = []
+    if new.last_ms is not None and ping.ts_ms - new.last_ms > settings.signal_timeout_ms:
+        _close_all(ping.unit_id, new, events)
+
+    still_inside: list[str] = []
+    for hotspot_id in sorted(new.visits):
+        visit = new.visits[hotspot_id]
+        if hotspot_id in inside:
+            visit.streak_ms = None
+            visit.last_inside_ms = ping.ts_ms
+            still_inside.append(hotspot_id)
+            continue
+        if visit.streak_ms is None:
+            visit.streak_ms, visit.streak_lat, visit.streak_lon = ping.ts_ms, ping.lat, ping.lon
+        if (
+            ping.ts_ms - visit.streak_ms >= settings.exit_grace_ms
+            or distance_m(hotspot_id) > settings.exit_buffer_m
+        ):
+            events.extend(
+                _exit(
+                    ping.unit_id, hotspot_id, visit, ExitReason.LEFT, visit.streak_ms, visit.streak_lat, visit.streak_lon
+                )
+            )
+            del new.visits[hotspot_id]
+
+    for hotspot_id in sorted(set(inside) - set(new.visits) - set(still_inside)):
+        new.visits[hotspot_id] = Visit(ping.ts_ms, new.unit_type, ping.ts_ms)
+        events.append(
+            GeofenceEvent(
+                "enter", ping.unit_id, new.unit_type, hotspot_id, ping.ts_ms, ping.lat, ping.lon, None, ping.ts_ms
+            )
+        )
+    new.last_ms, new.last_lat, new.last_lon = ping.ts_ms, ping.lat, ping.lon
+    return Observation(Outcome.USABLE, new, tuple(events), tuple(still_inside))
+
+
+def signal_deadline_ms(state: UnitState, settings: PresenceSettings) -> int | None:
+    """The clock reading after which :func:`expire` closes the unit's visits, or ``None``."""
+    if not state.visits or state.last_ms is None:
+        return None
+    return state.last_ms + settings.signal_timeout_ms
+
+
+def expire(
+    unit_id: str, state: UnitState, now_ms: int, settings: PresenceSettings
+) -> tuple[UnitState, tuple[Event, ...]]:
+    """Signal loss noticed by the clock: ``now_ms`` passed the last usable ping by more than
+    ``signal_timeout_s`` (contract §4). Returns the state unchanged and no events otherwise."""
+    deadline = signal_deadline_ms(state, settings)
+    if deadline is None or now_ms <= deadline:
+        return state, ()
+    new = _copy(state)
+    events: list[Event] = []
+    _close_all(unit_id, new, events)
+    return new, tuple(events)
+
+
+def remove_hotspots(
+    unit_id: str, state: UnitState, known: Collection[str]
+) -> tuple[UnitState, tuple[Event, ...]]:
+    """Close visits to hot spots that no longer exist (reason ``hotspot_removed``), dated at the
+    unit's last usable ping: the last moment it was seen there."""
+    gone = [h for h in sorted(state.visits) if h not in known]
+    if not gone or state.last_ms is None:
+        return state, ()
+    new = _copy(state)
+    events: list[Event] = []
+    for hotspot_id in gone:
+        visit = new.visits.pop(hotspot_id)
+        events.extend(
+            _exit(
+                unit_id, hotspot_id, visit, ExitReason.HOTSPOT_REMOVED, state.last_ms, state.last_lat, state.last_lon
+            )
+        )
+    return new, tuple(events)
+
+
+def walk(
+    pings: Iterable[Ping],
+    containing: Callable[[Ping], Collection[str]],
+    distance_m: Callable[[Ping, str], float],
+    settings: PresenceSettings,
+) -> tuple[dict[str, UnitState], list[Event]]:
+    """Replay pings one at a time (the reference path): the states reached and every event."""
+    states: dict[str, UnitState] = {}
+    events: list[Event] = []
+    for ping in pings:
+        result = observe(
+            states.get(ping.unit_id), ping, containing(ping), lambda h, p=ping: distance_m(p, h), settings
+        )
+        states[ping.unit_id] = result.state
+        events.extend(result.events)
+    return states, events

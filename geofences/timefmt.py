@@ -1,0 +1,25 @@
+"""Timestamps: the core keeps time as integer epoch milliseconds (``*_ms``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def format_ms(epoch_ms: int) -> str:
+    """RFC 3339 in UTC with milliseconds, as the processor writes it: ``2026-11-22T14:03:05.000Z``."""
+    dt = datetime.fromtimestamp(epoch_ms // 1000, tz=UTC)
+    return f"{dt:%Y-%m-%dT%H:%M:%S}.{epoch_ms % 1000:03d}Z"
+
+
+def parse_rfc3339_ms(text: str) -> int:
+    """Epoch milliseconds of an RFC 3339 timestamp with ``Z`` or an offset.
+
+    Raises ``ValueError`` for anything else, including a timestamp without a zone.
+    """
+    if len(text) < 20 or text[10] not in "Tt ":
+        raise ValueError(f"not an RFC 3339 timestamp: {text[:40]!r}")
+    dt = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1] in "Zz" else text)
+    if dt.tzinfo is None:
+        raise ValueError(f"timestamp has no time zone: {text[:40]!r}")
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000

@@ -1,0 +1,268 @@
+"""The presence stage: a batch of raw ping records in, everything to publish and persist out.
+
+This is the shell around :mod:`geofences.presence`: it decodes, dead-letters, re-keys, matches a
+whole batch against the spatial index at once, keeps a cache of unit states in front of the
+changelog table and an index of signal-loss deadlines. It knows nothing of Faust; the agent in
+:mod:`stream.app` feeds it records and carries its output to Kafka.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import orjson
+
+from geofences.errors import InvalidPing
+from geofences.index import HotSpotIndex
+from geofences.pings import Ping, decode_ping
+from geofences.presence import (
+    DwellEvent,
+    Event,
+    PresenceSettings,
+    UnitState,
+    expire,
+    observe,
+    remove_hotspots,
+    signal_deadline_ms,
+)
+
+
+class Record(NamedTuple):
+    """One consumed Kafka record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+Message = tuple[bytes | None, bytes]
+
+
+@dataclass
+class VisitUpdate:
+    """What the coverage stage needs from presence, keyed by hot spot."""
+
+    kind: str  # "enter" | "inside" | "exit"
+    hotspot_id: str
+    unit_id: str
+    unit_type: str
+    ts_ms: int
+
+    def encode(self) -> bytes:
+        return orjson.dumps([self.kind, self.unit_id, self.unit_type, self.ts_ms])
+
+
+@dataclass
+class StageOutput:
+    """Everything one batch (or one clock tick) produced."""
+
+    dead_letters: list[Message] = field(default_factory=list)
+    rekeyed: list[Message] = field(default_factory=list)
+    geofence_events: list[Message] = field(default_factory=list)
+    dwell_events: list[Message] = field(default_factory=list)
+    visit_updates: list[VisitUpdate] = field(default_factory=list)
+    #: unit key -> (partition, encoded state): the last state of each unit changed in the batch.
+    writes: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    dead_letter_reasons: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+def dead_letter(record: Record, error: str) -> bytes:
+    """Contract §2 DeadLetter for a record; ``raw`` is text, or base64 if not UTF-8."""
+    raw = record.value or b""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = base64.b64encode(raw).decode("ascii")
+    return orjson.dumps(
+        {
+            "error": error,
+            "raw": text,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+        }
+    )
+
+
+def encode_state(state: UnitState, partition: int) -> bytes:
+    snapshot: dict[str, Any] = state.to_dict()
+    snapshot["p"] = partition
+    return orjson.dumps(snapshot)
+
+
+def decode_state(raw: bytes) -> tuple[UnitState, int]:
+    snapshot = orjson.loads(raw)
+    return UnitState.from_dict(snapshot), int(snapshot["p"])
+
+
+def group_matches(count: int, point_idx: np.ndarray, hotspot_idx: np.ndarray, ids: Sequence[str]) -> list[frozenset[str]]:
+    """Turn the index's (point, hot spot) pairs into one set of hot spot ids per point."""
+    result: list[frozenset[str]] = [frozenset()] * count
+    if len(point_idx) == 0:
+        return result
+    boundaries = np.flatnonzero(np.diff(point_idx)) + 1
+    starts = np.concatenate(([0], boundaries))
+    ends = np.concatenate((boundaries, [len(point_idx)]))
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        result[int(point_idx[start])] = frozenset(ids[h] for h in hotspot_idx[start:end].tolist())
+    return result
+
+
+class PresenceStage:
+    """Per-unit presence over batches of records, for the partitions this worker owns."""
+
+    def __init__(
+        self,
+        index: HotSpotIndex,
+        settings: PresenceSettings,
+        pings_topic: str,
+    ) -> None:
+        self.index = index
+        self.settings = settings
+        self.pings_topic = pings_topic
+        self.known_hotspots = frozenset(index.ids)
+        self.states: dict[str, UnitState] = {}
+        self.partition_of: dict[str, int] = {}
+        #: partition -> unit -> clock time after which its open visits are lost.
+        self.deadlines: dict[int, dict[str, int]] = {}
+        #: (topic, partition) -> largest ping ts delivered there (the event-time watermark's parts).
+        self.partition_max_ts: dict[tuple[str, int], int] = {}
+
+    # -- state cache -------------------------------------------------------------------------
+
+    def _state(self, unit_id: str, load: Callable[[bytes], bytes | None]) -> UnitState | None:
+        state = self.states.get(unit_id)
+        if state is None:
+            raw = load(unit_id.encode())
+            if raw is not None:
+                state, partition = decode_state(raw)
+                self._remember(unit_id, state, partition)
+        return state
+
+    def _remember(self, unit_id: str, state: UnitState, partition: int) -> None:
+        old_partition = self.partition_of.get(unit_id)
+        if old_partition is not None and old_partition != partition:
+            self.deadlines.get(old_partition, {}).pop(unit_id, None)
+        self.states[unit_id] = state
+        self.partition_of[unit_id] = partition
+        deadline = signal_deadline_ms(state, self.settings)
+        by_unit = self.deadlines.setdefault(partition, {})
+        if deadline is None:
+            by_unit.pop(unit_id, None)
+        else:
+            by_unit[unit_id] = deadline
+
+    def restore(self, items: Iterable[tuple[bytes, bytes]], partitions: Collection[int]) -> int:
+        """Load states recovered from the changelog for ``partitions``; returns how many."""
+        count = 0
+        for key, raw in items:
+            state, partition = decode_state(raw)
+            if partition in partitions:
+                self._remember(key.decode(), state, partition)
+                count += 1
+        return count
+
+    def forget_partitions(self, partitions: Collection[int]) -> None:
+        """Drop cached state of partitions this worker no longer owns."""
+        for partition in partitions:
+            self.deadlines.pop(partition, None)
+        gone = [u for u, p in self.partition_of.items() if p in partitions]
+        for unit_id in gone:
+            del self.states[unit_id]
+            del self.partition_of[unit_id]
+        for tp in [tp for tp in self.partition_max_ts if tp[1] in partitions]:
+            del self.partition_max_ts[tp]
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def watermark_ms(self) -> int | None:
+        """Contract §1 ``--clock event``: the smallest, over partitions that delivered a ping,
+        of the largest ping ts delivered in that partition."""
+        return min(self.partition_max_ts.values()) if self.partition_max_ts else None
+
+    def expire(self, now_ms: int, partitions: Collection[int], out: StageOutput | None = None) -> StageOutput:
+        """Signal loss noticed by the clock, for units of ``partitions``."""
+        out = out or StageOutput()
+        for partition in partitions:
+            due = [u for u, d in self.deadlines.get(partition, {}).items() if now_ms > d]
+            for unit_id in sorted(due):
+                state, events = expire(unit_id, self.states[unit_id], now_ms, self.settings)
+                self._commit(unit_id, state, partition, events, out)
+        return out
+
+    # -- pings --------------------------------------------------------------------------------
+
+    def _commit(
+        self, unit_id: str, state: UnitState, partition: int, events: Sequence[Event], out: StageOutput
+    ) -> None:
+        self._remember(unit_id, state, partition)
+        out.writes[unit_id.encode()] = (partition, encode_state(state, partition))
+        for event in events:
+            key = event.hotspot_id.encode()
+            payload = orjson.dumps(event.to_json_dict())
+            out.events.append(event)
+            if isinstance(event, DwellEvent):
+                out.dwell_events.append((key, payload))
+            else:
+                out.geofence_events.append((key, payload))
+                kind = "enter" if event.type == "enter" else "exit"
+                out.visit_updates.append(
+                    VisitUpdate(kind, event.hotspot_id, unit_id, event.unit_type, event.ts_ms)
+                )
+
+    def process(self, records: Sequence[Record], load: Callable[[bytes], bytes | None]) -> StageOutput:
+        """Apply a batch of records in order (a unit's records keep their order)."""
+        out = StageOutput()
+        pings: list[tuple[Record, Ping]] = []
+        for record in records:
+            try:
+                ping = decode_ping(record.value)
+            except InvalidPing as exc:
+                reason = str(exc)
+                out.dead_letters.append((record.key, dead_letter(record, reason)))
+                out.dead_letter_reasons.append(reason.split(":")[0])
+                out.outcomes["invalid"] += 1
+                continue
+            unit_key = ping.unit_id.encode()
+            if record.topic == self.pings_topic and record.key != unit_key:
+                out.rekeyed.append((unit_key, record.value or b""))
+                continue
+            pings.append((record, ping))
+        if not pings:
+            return out
+
+        lons = np.fromiter((p.lon for _, p in pings), dtype=np.float64, count=len(pings))
+        lats = np.fromiter((p.lat for _, p in pings), dtype=np.float64, count=len(pings))
+        point_idx, hotspot_idx = self.index.match(lons, lats)
+        inside_sets = group_matches(len(pings), point_idx, hotspot_idx, self.index.ids)
+
+        for (record, ping), inside in zip(pings, inside_sets, strict=True):
+            tp = (record.topic, record.partition)
+            if ping.ts_ms > self.partition_max_ts.get(tp, -1):
+                self.partition_max_ts[tp] = ping.ts_ms
+            state = self._state(ping.unit_id, load)
+            removed: tuple[Event, ...] = ()
+            if state is not None and state.visits and not self.known_hotspots.issuperset(state.visits):
+                state, removed = remove_hotspots(ping.unit_id, state, self.known_hotspots)
+
+            def distance(hotspot_id: str, p: Ping = ping) -> float:
+                return self.index.distance_m(p.lon, p.lat, hotspot_id)
+
+            result = observe(state, ping, inside, distance, self.settings)
+            out.outcomes[result.outcome.value] += 1
+            if result.state is not state or removed:
+                self._commit(ping.unit_id, result.state, record.partition, removed + result.events, out)
+            for hotspot_id in result.still_inside:
+                out.visit_updates.append(
+                    VisitUpdate("inside", hotspot_id, ping.unit_id, result.state.visits[hotspot_id].unit_type, ping.ts_ms)
+                )
+        return out

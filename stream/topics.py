@@ -1,0 +1,140 @@
+"""Every topic of the processor, in one place: names, partition counts and their creation.
+
+Faust does not create source topics, and a topic auto-created by the broker gets the broker's
+default partition count, which then clashes with the changelogs (``PartitionsMismatch``). So the
+worker creates every topic it reads or writes before Faust starts, with the partition count of
+an existing ``pings`` topic if there is one, else the configured count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from stream.settings import Settings, TopicNames
+
+
+class BrokerUnreachable(RuntimeError):
+    """The broker did not answer; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class TopicPlan:
+    names: TopicNames
+    app_id: str
+    partitions: int
+
+    @property
+    def rekeyed(self) -> str:
+        """Internal: pings that arrived without their ``unit_id`` as key, re-keyed."""
+        return f"{self.app_id}-pings-rekeyed"
+
+    @property
+    def visit_updates(self) -> str:
+        """Internal: presence changes re-keyed by ``hotspot_id`` for the coverage stage."""
+        return f"{self.app_id}-visit-updates"
+
+    def all_topics(self) -> list[str]:
+        n = self.names
+        return [
+            n.pings,
+            self.rekeyed,
+            n.assignments,
+            n.geofence_events,
+            n.dwell_events,
+            n.coverage_alerts,
+            n.pings_dlq,
+            self.visit_updates,
+        ]
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    cluster_id: str | None
+    partitions: int
+
+
+def bootstrap_servers(url: str) -> list[str]:
+    """``kafka://h1:p1;h2:p2`` → ``["h1:p1", "h2:p2"]``."""
+    servers = url.split("://", 1)[-1]
+    return [s.strip() for s in servers.replace(",", ";").split(";") if s.strip()]
+
+
+async def connect_admin(url: str, timeout_s: float = 20.0) -> AIOKafkaAdminClient:
+    """An admin client connected to ``url``, or ``BrokerUnreachable`` with a one-line reason."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers(url), request_timeout_ms=int(timeout_s * 1000)
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        await _close_quietly(admin)
+        detail = str(exc) or type(exc).__name__
+        raise BrokerUnreachable(f"cannot reach the broker at {url}: {detail}") from None
+    return admin
+
+
+async def topic_partitions(admin: AIOKafkaAdminClient, timeout_s: float = 20.0) -> dict[str, int]:
+    existing = await asyncio.wait_for(admin.describe_topics(), timeout_s)
+    return {t["topic"]: len(t["partitions"]) for t in existing if not t.get("error_code")}
+
+
+async def ensure_topic(url: str, topic: str, partitions: int, replication_factor: int = 1) -> int:
+    """Create ``topic`` if it is missing; returns its partition count."""
+    admin = await connect_admin(url)
+    try:
+        counts = await topic_partitions(admin)
+        if topic in counts:
+            return counts[topic]
+        await admin.create_topics([NewTopic(topic, partitions, replication_factor)])
+        return partitions
+    except (TimeoutError, KafkaError, OSError) as exc:
+        raise BrokerUnreachable(f"broker at {url} failed: {exc or type(exc).__name__}") from None
+    finally:
+        await _close_quietly(admin)
+
+
+async def prepare_broker(settings: Settings, timeout_s: float = 20.0) -> BrokerInfo:
+    """Reach the broker, learn its cluster id, create missing topics.
+
+    Returns the partition count the worker must use (that of an existing pings topic).
+    Raises ``BrokerUnreachable`` with a one-line reason.
+    """
+    admin = await connect_admin(settings.broker, timeout_s)
+    try:
+        cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+        counts = await topic_partitions(admin, timeout_s)
+        partitions = counts.get(settings.topics.pings) or settings.partitions
+        plan = TopicPlan(settings.topics, settings.app_id, partitions)
+        missing = [t for t in plan.all_topics() if t not in counts]
+        if missing:
+            await asyncio.wait_for(
+                admin.create_topics([NewTopic(t, partitions, settings.replication_factor) for t in missing]),
+                timeout_s,
+            )
+        mismatched = [
+            f"{t} has {counts[t]}"
+            for t in (plan.rekeyed, plan.visit_updates)
+            if t in counts and counts[t] != partitions
+        ]
+        if mismatched:
+            raise BrokerUnreachable(
+                f"topic {settings.topics.pings} has {partitions} partitions but "
+                + ", ".join(mismatched)
+                + "; use a fresh --app-id"
+            )
+        return BrokerInfo(cluster.get("cluster_id"), partitions)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        raise BrokerUnreachable(f"broker at {settings.broker} failed: {exc or type(exc).__name__}") from None
+    finally:
+        await _close_quietly(admin)
+
+
+async def _close_quietly(admin: AIOKafkaAdminClient) -> None:
+    try:
+        await admin.close()
+    except Exception:  # noqa: BLE001 - closing a half-open client must not mask the real error
+        pass

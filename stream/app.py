@@ -16,6 +16,7 @@ from faust.types import TP
 
 from geofences.hotspots import HotSpotCollection
 from geofences.index import HotSpotIndex
+from geofences.timefmt import format_ms
 from stream import metrics
 from stream.presence_stage import PresenceStage, Record, StageOutput
 from stream.settings import Settings
@@ -73,7 +74,8 @@ class Processor:
         self.table = app.Table(
             "presence",
             partitions=plan.partitions,
-            schema=faust.Schema(key_type=bytes, value_type=bytes, **RAW),
+            key_type=bytes,
+            value_type=bytes,
         )
 
         app.agent(self.source, name="presence", concurrency=1)(self._presence_agent)
@@ -86,6 +88,11 @@ class Processor:
             return web.json({"ready": self.ready, "units": len(self.stage.states)})
 
         app.page("/healthz")(healthz)
+
+        async def units(web: Any, request: Any) -> Any:
+            return web.json({"units": self.units_view()})
+
+        app.page("/api/units")(units)
         return app
 
     # -- agent ---------------------------------------------------------------------------
@@ -130,6 +137,30 @@ class Processor:
         for key, (partition, value) in writes:
             data[key] = value
             self.table.send_changelog(partition, key, value)
+
+    def units_view(self) -> list[dict[str, Any]]:
+        """Every unit this worker owns: type, last usable fix and open visits."""
+        result = []
+        for unit_id in sorted(self.stage.states):
+            state = self.stage.states[unit_id]
+            result.append(
+                {
+                    "unit_id": unit_id,
+                    "unit_type": state.unit_type,
+                    "last_ts": None if state.last_ms is None else format_ms(state.last_ms),
+                    "lat": state.last_lat,
+                    "lon": state.last_lon,
+                    "present_in": {
+                        hotspot_id: {
+                            "enter_ts": format_ms(visit.enter_ms),
+                            "last_inside_ts": format_ms(visit.last_inside_ms),
+                            "outside_since": None if visit.streak_ms is None else format_ms(visit.streak_ms),
+                        }
+                        for hotspot_id, visit in sorted(state.visits.items())
+                    },
+                }
+            )
+        return result
 
     # -- clock and rebalancing -----------------------------------------------------------
 

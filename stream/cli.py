@@ -86,7 +86,7 @@ def run_worker(settings: Settings) -> int:
         info = asyncio.run(prepare_broker(settings))
     except BrokerUnreachable as exc:
         return _die(str(exc))
-    if tansu.is_tansu(info.cluster_id):
+    if tansu.is_tansu(info.cluster_id) and os.environ.get("HOTSPOT_BROKER_WORKAROUNDS", "auto") != "off":
         tansu.install(settings.bootstrap_servers[0])
 
     import faust

@@ -298,10 +298,11 @@ class Demo:
         try:
             while not self.stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500)
-                for records in batches.values():
-                    for record in records:
-                        self.events += 1
-                        _say(self.describe(record.topic, record.value))
+                records = [r for rs in batches.values() for r in rs]
+                records.sort(key=lambda r: (_event_ms(r.value), FEED_TOPICS.index(r.topic)))
+                for record in records:
+                    self.events += 1
+                    _say(self.describe(record.topic, record.value))
         finally:
             await consumer.stop()
 
@@ -355,6 +356,14 @@ class Demo:
             detail = f"{event.get('covered_minutes')}/{event.get('required_minutes')} min"
         spot = self._spot(event.get("hotspot_id"))
         return f"{self._ts_text(event.get('ts'))}  ALERT  {kind:<24}  {spot}  {detail}"
+
+
+def _event_ms(raw: bytes | None) -> int:
+    """When an output event happened (its ``ts``, or ``exit_ts`` of a dwell), for ordering."""
+    with contextlib.suppress(orjson.JSONDecodeError, ValueError, AttributeError, TypeError):
+        event = orjson.loads(raw or b"")
+        return parse_rfc3339_ms(event.get("ts") or event.get("exit_ts"))
+    return 0
 
 
 def loop_time() -> float:

@@ -10,7 +10,7 @@ What each unit does, in simulated time:
 - **walks** at 1.2-1.5 m/s (its own pace) in a straight line to a point inside its next hot spot,
   chosen among the nearer ones, avoiding the two it visited last and crowded ones; police and PCSOs
   on one side and outreach staff on the other avoid a hot spot the other service holds or is
-  heading to (contract: "never together"), but about one choice in twelve ignores that, so
+  heading to (contract: "never together"), but about one choice in twenty ignores that, so
   co-patrols can happen;
 - **dwells** there for about a patrol's length (police and PCSO ≈15 min, outreach ≈40 min,
   security ≈20 min), strolling slowly between points at least ``_INSET_M`` inside the edge,
@@ -69,8 +69,8 @@ _INDOOR_P_VISIT = 0.12  # chance that a visit includes a spell indoors
 _INDOOR_P_WALK = 0.04
 _PULLED_AWAY_P = 0.12
 _PULLED_AWAY_MIN = (5.0, 20.0)
-_IGNORE_CLASH_P = 0.08
-_CROWD_PENALTY_M = 250.0
+_IGNORE_CLASH_P = 0.05
+_CROWD_PENALTY_M = 400.0
 _AVOID_RECENT = 2  # a unit does not go back to the hot spots it visited last
 _START_INSIDE_P = 0.5
 

@@ -50,7 +50,9 @@ def _ts_ms(value: object) -> int:
         try:
             ts_ms = parse_rfc3339_ms(value)
         except ValueError:
-            raise InvalidPing(f"ts is not an RFC 3339 timestamp with a zone: {value[:40]!r}") from None
+            raise InvalidPing(
+                f"ts is not an RFC 3339 timestamp with a zone: {value[:40]!r}"
+            ) from None
     elif isinstance(value, int | float) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidPing("ts must be finite")
@@ -58,7 +60,9 @@ def _ts_ms(value: object) -> int:
             raise InvalidPing(f"ts out of range: {value!r}")
         ts_ms = round(value * 1000)
     else:
-        raise InvalidPing(f"ts must be an RFC 3339 string or epoch seconds, got {type(value).__name__}")
+        raise InvalidPing(
+            f"ts must be an RFC 3339 string or epoch seconds, got {type(value).__name__}"
+        )
     if not _MIN_TS_MS <= ts_ms <= _MAX_TS_MS:
         raise InvalidPing(f"ts out of range: {value!r}")
     return ts_ms

@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from geofences.pings import UNKNOWN_UNIT_TYPE, Ping
@@ -47,7 +47,7 @@ class PresenceSettings:
         return round(self.signal_timeout_s * 1000)
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """What became of a valid ping (counted by the shell)."""
 
     USABLE = "usable"
@@ -55,7 +55,7 @@ class Outcome(str, Enum):
     LATE = "late"
 
 
-class ExitReason(str, Enum):
+class ExitReason(StrEnum):
     LEFT = "left"
     SIGNAL_LOST = "signal_lost"
     HOTSPOT_REMOVED = "hotspot_removed"
@@ -196,10 +196,18 @@ class Observation:
 
 
 def _exit(
-    unit_id: str, hotspot_id: str, visit: Visit, reason: ExitReason, ts_ms: int, lat: float, lon: float
+    unit_id: str,
+    hotspot_id: str,
+    visit: Visit,
+    reason: ExitReason,
+    ts_ms: int,
+    lat: float,
+    lon: float,
 ) -> tuple[GeofenceEvent, DwellEvent]:
     return (
-        GeofenceEvent("exit", unit_id, visit.unit_type, hotspot_id, ts_ms, lat, lon, reason, visit.enter_ms),
+        GeofenceEvent(
+            "exit", unit_id, visit.unit_type, hotspot_id, ts_ms, lat, lon, reason, visit.enter_ms
+        ),
         DwellEvent(unit_id, visit.unit_type, hotspot_id, visit.enter_ms, ts_ms, reason),
     )
 
@@ -212,12 +220,26 @@ def _close_all(unit_id: str, state: UnitState, events: list[Event]) -> None:
         visit = state.visits[hotspot_id]
         if visit.streak_ms is not None:
             events.extend(
-                _exit(unit_id, hotspot_id, visit, ExitReason.LEFT, visit.streak_ms, visit.streak_lat, visit.streak_lon)
+                _exit(
+                    unit_id,
+                    hotspot_id,
+                    visit,
+                    ExitReason.LEFT,
+                    visit.streak_ms,
+                    visit.streak_lat,
+                    visit.streak_lon,
+                )
             )
         else:
             events.extend(
                 _exit(
-                    unit_id, hotspot_id, visit, ExitReason.SIGNAL_LOST, state.last_ms, state.last_lat, state.last_lon
+                    unit_id,
+                    hotspot_id,
+                    visit,
+                    ExitReason.SIGNAL_LOST,
+                    state.last_ms,
+                    state.last_lat,
+                    state.last_lon,
                 )
             )
     state.visits = {}
@@ -279,7 +301,13 @@ def observe(
         ):
             events.extend(
                 _exit(
-                    ping.unit_id, hotspot_id, visit, ExitReason.LEFT, visit.streak_ms, visit.streak_lat, visit.streak_lon
+                    ping.unit_id,
+                    hotspot_id,
+                    visit,
+                    ExitReason.LEFT,
+                    visit.streak_ms,
+                    visit.streak_lat,
+                    visit.streak_lon,
                 )
             )
             del new.visits[hotspot_id]
@@ -288,7 +316,15 @@ def observe(
         new.visits[hotspot_id] = Visit(ping.ts_ms, new.unit_type, ping.ts_ms)
         events.append(
             GeofenceEvent(
-                "enter", ping.unit_id, new.unit_type, hotspot_id, ping.ts_ms, ping.lat, ping.lon, None, ping.ts_ms
+                "enter",
+                ping.unit_id,
+                new.unit_type,
+                hotspot_id,
+                ping.ts_ms,
+                ping.lat,
+                ping.lon,
+                None,
+                ping.ts_ms,
             )
         )
     new.last_ms, new.last_lat, new.last_lon = ping.ts_ms, ping.lat, ping.lon
@@ -330,7 +366,13 @@ def remove_hotspots(
         visit = new.visits.pop(hotspot_id)
         events.extend(
             _exit(
-                unit_id, hotspot_id, visit, ExitReason.HOTSPOT_REMOVED, state.last_ms, state.last_lat, state.last_lon
+                unit_id,
+                hotspot_id,
+                visit,
+                ExitReason.HOTSPOT_REMOVED,
+                state.last_ms,
+                state.last_lat,
+                state.last_lon,
             )
         )
     return new, tuple(events)
@@ -346,9 +388,11 @@ def walk(
     states: dict[str, UnitState] = {}
     events: list[Event] = []
     for ping in pings:
-        result = observe(
-            states.get(ping.unit_id), ping, containing(ping), lambda h, p=ping: distance_m(p, h), settings
-        )
+
+        def distance(hotspot_id: str, p: Ping = ping) -> float:
+            return distance_m(p, hotspot_id)
+
+        result = observe(states.get(ping.unit_id), ping, containing(ping), distance, settings)
         states[ping.unit_id] = result.state
         events.extend(result.events)
     return states, events

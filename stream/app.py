@@ -64,9 +64,7 @@ class Processor:
             logging_config=None,
         )
         plan = self.plan
-        self.source = app.topic(
-            s.topics.pings, plan.rekeyed, partitions=plan.partitions, **RAW
-        )
+        self.source = app.topic(s.topics.pings, plan.rekeyed, partitions=plan.partitions, **RAW)
         self.rekeyed_topic = app.topic(plan.rekeyed, partitions=plan.partitions, **RAW)
         self.geofence_topic = app.topic(s.topics.geofence_events, **RAW)
         self.dwell_topic = app.topic(s.topics.dwell_events, **RAW)
@@ -102,7 +100,13 @@ class Processor:
         load = self.table.data.get
         async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
             records = [
-                Record(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
+                Record(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                )
                 for e in events
             ]
             started = time.perf_counter()
@@ -154,7 +158,9 @@ class Processor:
                         hotspot_id: {
                             "enter_ts": format_ms(visit.enter_ms),
                             "last_inside_ts": format_ms(visit.last_inside_ms),
-                            "outside_since": None if visit.streak_ms is None else format_ms(visit.streak_ms),
+                            "outside_since": None
+                            if visit.streak_ms is None
+                            else format_ms(visit.streak_ms),
                         }
                         for hotspot_id, visit in sorted(state.visits.items())
                     },

@@ -81,15 +81,21 @@ def start_broker(
     command = [
         tansu_binary(),
         "broker",
-        "--listener-url", listener,
-        "--advertised-listener-url", listener,
-        "--storage-engine", "memory://tansu/",
-        "--cluster-id", EMBEDDED_CLUSTER_ID,
+        "--listener-url",
+        listener,
+        "--advertised-listener-url",
+        listener,
+        "--storage-engine",
+        "memory://tansu/",
+        "--cluster-id",
+        EMBEDDED_CLUSTER_ID,
     ]
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "warn")
     output = subprocess.DEVNULL if quiet else None
-    process = subprocess.Popen(command, stdout=output, stderr=output, env=env, start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=output, stderr=output, env=env, start_new_session=True
+    )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:

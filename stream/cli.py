@@ -27,15 +27,23 @@ def _die(message: str, code: int = 1) -> int:
 def _add_worker_options(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
     parser.add_argument("--broker", default=env("HOTSPOT_BROKER", "kafka://localhost:9092"))
-    parser.add_argument("--geofences", default=env("HOTSPOT_GEOFENCES"), help="hot spot file (default: demo)")
+    parser.add_argument(
+        "--geofences", default=env("HOTSPOT_GEOFENCES"), help="hot spot file (default: demo)"
+    )
     parser.add_argument("--clock", choices=("live", "event"), default=env("HOTSPOT_CLOCK", "live"))
     parser.add_argument("--web-port", type=int, default=int(env("HOTSPOT_WEB_PORT", "6066")))
     parser.add_argument("--web-host", default=env("HOTSPOT_WEB_HOST", "127.0.0.1"))
     parser.add_argument("--data-dir", default=env("HOTSPOT_DATA_DIR", "./hotspot-data"))
     parser.add_argument("--app-id", default=env("HOTSPOT_APP_ID", "hotspot"))
-    parser.add_argument("--partitions", type=int, default=int(env("HOTSPOT_PARTITIONS", "8")),
-                        help="partitions of topics the worker creates (an existing pings topic wins)")
-    parser.add_argument("--session-timeout", type=float, default=float(env("HOTSPOT_SESSION_TIMEOUT_S", "30")))
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=int(env("HOTSPOT_PARTITIONS", "8")),
+        help="partitions of topics the worker creates (an existing pings topic wins)",
+    )
+    parser.add_argument(
+        "--session-timeout", type=float, default=float(env("HOTSPOT_SESSION_TIMEOUT_S", "30"))
+    )
     parser.add_argument("--log-level", default=env("HOTSPOT_LOG_LEVEL", "warning"))
 
 
@@ -68,7 +76,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"{args.file}: {problem}")
         return 1
     windows = sum(len(h.windows) for h in collection.hotspots)
-    print(f"{args.file}: valid: {len(collection.hotspots)} hot spots, {windows} windows, timezone {collection.timezone}")
+    print(
+        f"{args.file}: valid: {len(collection.hotspots)} hot spots, {windows} windows, timezone {collection.timezone}"
+    )
     return 0
 
 
@@ -80,13 +90,18 @@ def run_worker(settings: Settings) -> int:
     try:
         collection = load_collection(settings.geofences)
     except HotSpotFileError as exc:
-        return _die(f"invalid hot spot file {settings.geofences}: {exc.problems[0]}"
-                    + (f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""))
+        return _die(
+            f"invalid hot spot file {settings.geofences}: {exc.problems[0]}"
+            + (f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else "")
+        )
     try:
         info = asyncio.run(prepare_broker(settings))
     except BrokerUnreachable as exc:
         return _die(str(exc))
-    if tansu.is_tansu(info.cluster_id) and os.environ.get("HOTSPOT_BROKER_WORKAROUNDS", "auto") != "off":
+    if (
+        tansu.is_tansu(info.cluster_id)
+        and os.environ.get("HOTSPOT_BROKER_WORKAROUNDS", "auto") != "off"
+    ):
         tansu.install(settings.bootstrap_servers[0])
 
     import faust
@@ -95,7 +110,9 @@ def run_worker(settings: Settings) -> int:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     processor = Processor(settings, collection, info.partitions)
-    worker = faust.Worker(processor.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(
+        processor.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
+    )
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
@@ -149,7 +166,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hotspot", description="GPS geofence processor for hot spot patrols")
+    parser = argparse.ArgumentParser(
+        prog="hotspot", description="GPS geofence processor for hot spot patrols"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     worker = sub.add_parser("worker", help="run the stream processor")
@@ -163,19 +182,29 @@ def build_parser() -> argparse.ArgumentParser:
     broker.set_defaults(func=cmd_broker)
 
     demo = sub.add_parser("demo", help="broker + worker + simulated patrols, one command")
-    demo.add_argument("--web-port", type=int, default=int(os.environ.get("HOTSPOT_WEB_PORT", "6066")))
+    demo.add_argument(
+        "--web-port", type=int, default=int(os.environ.get("HOTSPOT_WEB_PORT", "6066"))
+    )
     demo.add_argument("--units", type=int, default=14)
     demo.add_argument("--speed", type=float, default=10.0, help="simulated seconds per real second")
-    demo.add_argument("--duration", type=float, default=None, help="stop after this many real seconds")
+    demo.add_argument(
+        "--duration", type=float, default=None, help="stop after this many real seconds"
+    )
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=cmd_demo)
 
     replay = sub.add_parser("replay", help="publish pings from a JSONL or CSV file")
     replay.add_argument("file")
-    replay.add_argument("--broker", default=os.environ.get("HOTSPOT_BROKER", "kafka://localhost:9092"))
+    replay.add_argument(
+        "--broker", default=os.environ.get("HOTSPOT_BROKER", "kafka://localhost:9092")
+    )
     replay.add_argument("--topic", default=os.environ.get("HOTSPOT_TOPIC_PINGS", "pings"))
-    replay.add_argument("--partitions", type=int, default=int(os.environ.get("HOTSPOT_PARTITIONS", "8")))
-    replay.add_argument("--rate", type=float, default=None, help="pings per second (default: as fast as possible)")
+    replay.add_argument(
+        "--partitions", type=int, default=int(os.environ.get("HOTSPOT_PARTITIONS", "8"))
+    )
+    replay.add_argument(
+        "--rate", type=float, default=None, help="pings per second (default: as fast as possible)"
+    )
     replay.add_argument("--no-progress", action="store_true")
     replay.set_defaults(func=cmd_replay)
 
@@ -187,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

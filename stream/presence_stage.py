@@ -104,7 +104,9 @@ def decode_state(raw: bytes) -> tuple[UnitState, int]:
     return UnitState.from_dict(snapshot), int(snapshot["p"])
 
 
-def group_matches(count: int, point_idx: np.ndarray, hotspot_idx: np.ndarray, ids: Sequence[str]) -> list[frozenset[str]]:
+def group_matches(
+    count: int, point_idx: np.ndarray, hotspot_idx: np.ndarray, ids: Sequence[str]
+) -> list[frozenset[str]]:
     """Turn the index's (point, hot spot) pairs into one set of hot spot ids per point."""
     result: list[frozenset[str]] = [frozenset()] * count
     if len(point_idx) == 0:
@@ -189,7 +191,9 @@ class PresenceStage:
         of the largest ping ts delivered in that partition."""
         return min(self.partition_max_ts.values()) if self.partition_max_ts else None
 
-    def expire(self, now_ms: int, partitions: Collection[int], out: StageOutput | None = None) -> StageOutput:
+    def expire(
+        self, now_ms: int, partitions: Collection[int], out: StageOutput | None = None
+    ) -> StageOutput:
         """Signal loss noticed by the clock, for units of ``partitions``."""
         out = out or StageOutput()
         for partition in partitions:
@@ -202,7 +206,12 @@ class PresenceStage:
     # -- pings --------------------------------------------------------------------------------
 
     def _commit(
-        self, unit_id: str, state: UnitState, partition: int, events: Sequence[Event], out: StageOutput
+        self,
+        unit_id: str,
+        state: UnitState,
+        partition: int,
+        events: Sequence[Event],
+        out: StageOutput,
     ) -> None:
         self._remember(unit_id, state, partition)
         out.writes[unit_id.encode()] = (partition, encode_state(state, partition))
@@ -219,7 +228,9 @@ class PresenceStage:
                     VisitUpdate(kind, event.hotspot_id, unit_id, event.unit_type, event.ts_ms)
                 )
 
-    def process(self, records: Sequence[Record], load: Callable[[bytes], bytes | None]) -> StageOutput:
+    def process(
+        self, records: Sequence[Record], load: Callable[[bytes], bytes | None]
+    ) -> StageOutput:
         """Apply a batch of records in order (a unit's records keep their order)."""
         out = StageOutput()
         pings: list[tuple[Record, Ping]] = []
@@ -251,7 +262,11 @@ class PresenceStage:
                 self.partition_max_ts[tp] = ping.ts_ms
             state = self._state(ping.unit_id, load)
             removed: tuple[Event, ...] = ()
-            if state is not None and state.visits and not self.known_hotspots.issuperset(state.visits):
+            if (
+                state is not None
+                and state.visits
+                and not self.known_hotspots.issuperset(state.visits)
+            ):
                 state, removed = remove_hotspots(ping.unit_id, state, self.known_hotspots)
 
             def distance(hotspot_id: str, p: Ping = ping) -> float:
@@ -260,9 +275,17 @@ class PresenceStage:
             result = observe(state, ping, inside, distance, self.settings)
             out.outcomes[result.outcome.value] += 1
             if result.state is not state or removed:
-                self._commit(ping.unit_id, result.state, record.partition, removed + result.events, out)
+                self._commit(
+                    ping.unit_id, result.state, record.partition, removed + result.events, out
+                )
             for hotspot_id in result.still_inside:
                 out.visit_updates.append(
-                    VisitUpdate("inside", hotspot_id, ping.unit_id, result.state.visits[hotspot_id].unit_type, ping.ts_ms)
+                    VisitUpdate(
+                        "inside",
+                        hotspot_id,
+                        ping.unit_id,
+                        result.state.visits[hotspot_id].unit_type,
+                        ping.ts_ms,
+                    )
                 )
         return out

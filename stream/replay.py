@@ -80,7 +80,9 @@ class Progress:
             width = 40
             filled = width * self.done // self.total
             percent = 100 * self.done // self.total
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {percent:3d}% {self.done}/{self.total}")
+            sys.stderr.write(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] {percent:3d}% {self.done}/{self.total}"
+            )
             sys.stderr.flush()
 
     def close(self) -> None:
@@ -129,5 +131,3 @@ async def replay_file(args: argparse.Namespace) -> int:
     progress.close()
     print(f"hotspot: replayed {sent} pings from {path} to {args.topic}", file=sys.stderr)
     return 0
-
-

@@ -73,7 +73,9 @@ def install(bootstrap: str) -> None:
     thread_cls: Any = faust_aiokafka.AIOKafkaConsumerThread
     original = thread_cls._highwaters
 
-    async def _highwaters(self: Any, partitions: Sequence[TopicPartition]) -> Mapping[TopicPartition, int]:
+    async def _highwaters(
+        self: Any, partitions: Sequence[TopicPartition]
+    ) -> Mapping[TopicPartition, int]:
         reported = await original(self, partitions)
         if self.consumer.in_transaction:
             return reported

@@ -9,6 +9,7 @@ an existing ``pings`` topic if there is one, else the configured count.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -112,7 +113,9 @@ async def prepare_broker(settings: Settings, timeout_s: float = 20.0) -> BrokerI
         missing = [t for t in plan.all_topics() if t not in counts]
         if missing:
             await asyncio.wait_for(
-                admin.create_topics([NewTopic(t, partitions, settings.replication_factor) for t in missing]),
+                admin.create_topics(
+                    [NewTopic(t, partitions, settings.replication_factor) for t in missing]
+                ),
                 timeout_s,
             )
         mismatched = [
@@ -128,13 +131,13 @@ async def prepare_broker(settings: Settings, timeout_s: float = 20.0) -> BrokerI
             )
         return BrokerInfo(cluster.get("cluster_id"), partitions)
     except (TimeoutError, KafkaError, OSError) as exc:
-        raise BrokerUnreachable(f"broker at {settings.broker} failed: {exc or type(exc).__name__}") from None
+        raise BrokerUnreachable(
+            f"broker at {settings.broker} failed: {exc or type(exc).__name__}"
+        ) from None
     finally:
         await _close_quietly(admin)
 
 
 async def _close_quietly(admin: AIOKafkaAdminClient) -> None:
-    try:
+    with contextlib.suppress(Exception):
         await admin.close()
-    except Exception:  # noqa: BLE001 - closing a half-open client must not mask the real error
-        pass

@@ -30,7 +30,10 @@ def run(coro: Any) -> Any:
 
 
 async def _produce(
-    bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes | None]], unkeyed_partition: int | None
+    bootstrap: str,
+    topic: str,
+    messages: Sequence[tuple[bytes | None, bytes | None]],
+    unkeyed_partition: int | None,
 ) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
     await producer.start()
@@ -57,8 +60,12 @@ def ping_messages(pings: Sequence[dict[str, Any]]) -> list[tuple[bytes | None, b
     return [(p["unit_id"].encode(), orjson.dumps(p)) for p in pings]
 
 
-async def _consume(bootstrap: str, topic: str, count: int, timeout_s: float, settle_s: float) -> list[Any]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+async def _consume(
+    bootstrap: str, topic: str, count: int, timeout_s: float, settle_s: float
+) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+    )
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic)
@@ -134,7 +141,11 @@ class Worker:
         self.log_path = log_dir / f"worker-{self.app_id}-{int(time.time() * 1000)}.log"
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            [sys.executable, "-m", "stream.cli", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
         try:
             self.wait_ready(timeout_s)
@@ -145,7 +156,9 @@ class Worker:
 
     def health(self) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/healthz", timeout=1) as response:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.web_port}/healthz", timeout=1
+            ) as response:
                 return dict(orjson.loads(response.read()))
         except OSError:
             return None
@@ -155,7 +168,9 @@ class Worker:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.process.returncode}: {self.log_tail()}")
+                raise RuntimeError(
+                    f"worker exited with {self.process.returncode}: {self.log_tail()}"
+                )
             health = self.health()
             if health and health.get("ready"):
                 return

@@ -44,9 +44,16 @@ def square_file(tmp_path: Path) -> Path:
     return path
 
 
-def ping(unit: str, seconds: float, east_m: float, unit_type: str | None = None, **extra: Any) -> dict[str, Any]:
+def ping(
+    unit: str, seconds: float, east_m: float, unit_type: str | None = None, **extra: Any
+) -> dict[str, Any]:
     lon, lat = at(east_m)
-    value: dict[str, Any] = {"unit_id": unit, "ts": format_ms(T0 + round(seconds * 1000)), "lat": lat, "lon": lon}
+    value: dict[str, Any] = {
+        "unit_id": unit,
+        "ts": format_ms(T0 + round(seconds * 1000)),
+        "lat": lat,
+        "lon": lon,
+    }
     if unit_type:
         value["unit_type"] = unit_type
     value.update(extra)
@@ -101,7 +108,14 @@ def geofence_key(e: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def dwell_key(e: dict[str, Any]) -> tuple[Any, ...]:
-    return (e["unit_id"], e["unit_type"], e["enter_ts"], e["exit_ts"], e["duration_s"], e["exit_reason"])
+    return (
+        e["unit_id"],
+        e["unit_type"],
+        e["enter_ts"],
+        e["exit_ts"],
+        e["duration_s"],
+        e["exit_reason"],
+    )
 
 
 def per_unit(rows: list[tuple[Any, ...]], unit_index: int) -> dict[str, list[tuple[Any, ...]]]:
@@ -111,7 +125,9 @@ def per_unit(rows: list[tuple[Any, ...]], unit_index: int) -> dict[str, list[tup
     return result
 
 
-def test_scripted_day_gives_exactly_the_contract_events(broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_scripted_day_gives_exactly_the_contract_events(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
     worker = Worker(broker.url, geofences=square_file(tmp_path), data_dir=tmp_path / "data").start()
     try:
         pings = scripted_day()
@@ -121,7 +137,9 @@ def test_scripted_day_gives_exactly_the_contract_events(broker: EmbeddedBroker, 
         messages = [(None, value) if key == b"U3" else (key, value) for key, value in messages]
         produce(broker.bootstrap, "pings", messages, unkeyed_partition=0)
         want_geofence, want_dwell = expected_events()
-        geofence = values(consume(broker.bootstrap, "geofence-events", len(want_geofence), settle_s=3))
+        geofence = values(
+            consume(broker.bootstrap, "geofence-events", len(want_geofence), settle_s=3)
+        )
         dwell = values(consume(broker.bootstrap, "dwell-events", len(want_dwell), settle_s=0.5))
     finally:
         assert worker.stop() == 0
@@ -180,20 +198,28 @@ def test_malformed_values_go_to_the_dead_letter_topic_and_the_worker_goes_on(
     assert [(e["type"], e["unit_id"]) for e in entered] == [("enter", "U9")]
 
 
-def test_a_restarted_worker_still_closes_the_visit_it_had_open(broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_a_restarted_worker_still_closes_the_visit_it_had_open(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
     """Stopped mid-visit and restarted: the visit's exit comes once, with the original enter time.
     On Tansu this needs the changelog end-offset work-around (stream/tansu.py)."""
     geofences = square_file(tmp_path)
     first = Worker(broker.url, geofences=geofences, data_dir=tmp_path / "data").start()
     units = [f"R{i:02d}" for i in range(12)]
     try:
-        produce(broker.bootstrap, "pings", ping_messages([ping(u, 10, 75.0, "police") for u in units]))
+        produce(
+            broker.bootstrap, "pings", ping_messages([ping(u, 10, 75.0, "police") for u in units])
+        )
         produce(broker.bootstrap, "pings", ping_messages([ping(u, 20, 70.0) for u in units]))
-        assert len(consume(broker.bootstrap, "geofence-events", len(units), settle_s=2)) == len(units)
+        assert len(consume(broker.bootstrap, "geofence-events", len(units), settle_s=2)) == len(
+            units
+        )
     finally:
         assert first.stop() == 0
 
-    second = Worker(broker.url, app_id=first.app_id, geofences=geofences, data_dir=tmp_path / "data").start()
+    second = Worker(
+        broker.url, app_id=first.app_id, geofences=geofences, data_dir=tmp_path / "data"
+    ).start()
     try:
         assert second.health()["units"] == len(units)  # type: ignore[index]
         produce(broker.bootstrap, "pings", ping_messages([ping(u, 30, SIDE_M + 40) for u in units]))

@@ -63,7 +63,9 @@ def test_tansu_list_offsets_latest_is_the_last_batch_base_plus_one(broker: Embed
 
 
 def _units(worker: Worker) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/api/units", timeout=5) as response:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{worker.web_port}/api/units", timeout=5
+    ) as response:
         return list(orjson.loads(response.read())["units"])
 
 
@@ -75,9 +77,16 @@ def _load_state(worker: Worker, broker: EmbeddedBroker, units: int, rounds: int)
         await producer.start()
         try:
             for step in range(rounds):
-                east = 75.0 if step < rounds - 1 else SIDE_M + 10  # the last ping opens an outside streak
-                pings = [ping(f"S{u:04d}", 10 + step * 5, east, "police" if u % 2 else "pcso") for u in range(units)]
-                futures = [await producer.send("pings", value=v, key=k) for k, v in ping_messages(pings)]
+                east = (
+                    75.0 if step < rounds - 1 else SIDE_M + 10
+                )  # the last ping opens an outside streak
+                pings = [
+                    ping(f"S{u:04d}", 10 + step * 5, east, "police" if u % 2 else "pcso")
+                    for u in range(units)
+                ]
+                futures = [
+                    await producer.send("pings", value=v, key=k) for k, v in ping_messages(pings)
+                ]
                 await asyncio.gather(*futures)
         finally:
             await producer.stop()
@@ -97,7 +106,9 @@ def _wait_for(worker: Worker, predicate: Any, timeout_s: float = 60.0) -> list[d
 
 
 @pytest.mark.parametrize("workaround", ["auto", "off"])
-def test_restart_restores_exact_unit_state(broker: EmbeddedBroker, tmp_path: Path, workaround: str) -> None:
+def test_restart_restores_exact_unit_state(
+    broker: EmbeddedBroker, tmp_path: Path, workaround: str
+) -> None:
     geofences = square_file(tmp_path)
     env = {"HOTSPOT_BROKER_WORKAROUNDS": workaround}
     count, rounds = 400, 6
@@ -105,10 +116,14 @@ def test_restart_restores_exact_unit_state(broker: EmbeddedBroker, tmp_path: Pat
     try:
         _load_state(first, broker, count, rounds)
         last_ts = ping("x", 10 + (rounds - 1) * 5, 0)["ts"]
-        before = _wait_for(first, lambda us: len(us) == count and all(u["last_ts"] == last_ts for u in us))
+        before = _wait_for(
+            first, lambda us: len(us) == count and all(u["last_ts"] == last_ts for u in us)
+        )
     finally:
         assert first.stop() == 0
-    assert len(before) == count and all(u["present_in"]["HS-A"]["outside_since"] == last_ts for u in before)
+    assert len(before) == count and all(
+        u["present_in"]["HS-A"]["outside_since"] == last_ts for u in before
+    )
 
     second = Worker(broker.url, app_id=first.app_id, geofences=geofences, extra_env=env).start()
     try:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from geofences.errors import InvalidAssignment
-from geofences.hotspots import Window, parse_window
+from geofences.hotspots import WEEKDAYS, Window, parse_window
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -180,3 +181,15 @@ def merge_windows(
     for hotspot_id, window in assignments:
         merged[hotspot_id] = add_window(merged.get(hotspot_id, ()), window)
     return merged
+
+
+def window_to_obj(window: Window) -> dict[str, Any]:
+    """The §3 JSON form of a window; ``parse_window`` reads it back to an equal ``Window``."""
+    return {
+        "days": "daily" if len(window.days) == 7 else [WEEKDAYS[d] for d in sorted(window.days)],
+        "start": window.start.strftime("%H:%M"),
+        "end": window.end.strftime("%H:%M"),
+        "required_minutes": window.required_minutes,
+        "min_visit_minutes": window.min_visit_minutes,
+        "unit_types": None if window.unit_types is None else sorted(window.unit_types),
+    }

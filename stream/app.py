@@ -18,7 +18,8 @@ from geofences.hotspots import HotSpotCollection
 from geofences.index import HotSpotIndex
 from geofences.timefmt import format_ms
 from stream import metrics
-from stream.presence_stage import PresenceStage, Record, StageOutput
+from stream.coverage_stage import CoverageOutput, CoverageStage, clock_message
+from stream.presence_stage import Message, PresenceStage, Record, StageOutput
 from stream.settings import Settings
 from stream.topics import TopicPlan
 
@@ -40,6 +41,10 @@ class Processor:
         self.plan = TopicPlan(settings.topics, settings.app_id, partitions)
         self.index = HotSpotIndex(collection.hotspots)
         self.stage = PresenceStage(self.index, settings.presence, settings.topics.pings)
+        self.coverage = CoverageStage(collection, settings.coverage, partitions)
+        self._sent_parts: dict[str, int] = {}
+        self._next_offset: dict[TP, int] = {}
+        self._idle: set[TP] = set()
         self.ready = False
         self.app = self._create_app()
 
@@ -69,15 +74,23 @@ class Processor:
         self.geofence_topic = app.topic(s.topics.geofence_events, **RAW)
         self.dwell_topic = app.topic(s.topics.dwell_events, **RAW)
         self.dlq_topic = app.topic(s.topics.pings_dlq, **RAW)
+        self.visit_topic = app.topic(plan.visit_updates, partitions=plan.partitions, **RAW)
+        self.alerts_topic = app.topic(s.topics.coverage_alerts, **RAW)
+        self.assignments_topic = app.topic(s.topics.assignments, **RAW)
+        self.assignments_dlq_topic = app.topic(s.topics.assignments_dlq, **RAW)
         self.table = app.Table(
-            "presence",
-            partitions=plan.partitions,
-            key_type=bytes,
-            value_type=bytes,
+            "presence", partitions=plan.partitions, key_type=bytes, value_type=bytes
+        )
+        self.coverage_table = app.Table(
+            "coverage", partitions=plan.partitions, key_type=bytes, value_type=bytes
         )
 
         app.agent(self.source, name="presence", concurrency=1)(self._presence_agent)
-        app.timer(s.tick_interval_s, name="signal-loss")(self._on_tick)
+        app.agent(self.visit_topic, name="coverage", concurrency=1)(self._coverage_agent)
+        app.agent(self.assignments_topic, name="assignments", concurrency=1)(
+            self._assignments_agent
+        )
+        app.timer(s.tick_interval_s, name="clock")(self._on_tick)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_rebalance_complete.connect(self._on_rebalance_complete)
         app.page("/metrics")(metrics.metrics_view)
@@ -109,38 +122,130 @@ class Processor:
                 )
                 for e in events
             ]
+            for e in events:
+                self._next_offset[e.message.tp] = e.message.offset + 1
             started = time.perf_counter()
             out = self.stage.process(records, load)
-            if s.clock == "event":
+            clock_ready = s.clock == "event" and self._event_clock_ready()
+            if clock_ready:
                 watermark = self.stage.watermark_ms()
                 if watermark is not None:
                     self.stage.expire(watermark, self._owned_partitions(), out)
             metrics.batch_seconds.observe(time.perf_counter() - started)
             await self.publish(out)
+            if clock_ready:
+                await self._broadcast_watermark()
+
+    def _event_clock_ready(self) -> bool:
+        """Whether the event-time watermark may move: not while a pings partition this worker
+        reads holds records it has not delivered yet.
+
+        The contract's watermark is over partitions "that have delivered a ping"; when a recorded
+        day is replayed, the consumer may hand over one partition's records before another's, and
+        the watermark would run ahead of pings that are merely not yet read. A partition that has
+        delivered counts by its largest ts; one that has not holds the clock until it has been
+        read up to its high watermark."""
+        consumer = self.app.consumer
+        names = {self.settings.topics.pings, self.plan.rekeyed}
+        for tp in self.app.assignor.assigned_actives():
+            if (
+                tp.topic not in names
+                or tp in self._idle
+                or (tp.topic, tp.partition) in self.stage.partition_max_ts
+            ):
+                continue
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:
+                return False
+            if highwater is None:
+                return False
+            read = self._next_offset.get(tp, consumer._committed_offset.get(tp) or 0)
+            if read < highwater:
+                return False
+            self._idle.add(tp)
+        return True
+
+    async def _broadcast_watermark(self) -> None:
+        """Event mode: tell every coverage partition how far event time has got here."""
+        parts = self.stage.watermark_parts()
+        if parts == self._sent_parts:
+            return
+        self._sent_parts = parts
+        message = clock_message(parts)
+        for partition in range(self.plan.partitions):
+            await self.visit_topic.send(value=message, partition=partition)
+
+    async def _coverage_agent(self, stream: faust.StreamT[Any]) -> None:
+        s = self.settings
+        load = self.coverage_table.data.get
+        async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
+            records = [
+                Record(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                )
+                for e in events
+            ]
+            live_now = wall_clock_ms() if s.clock == "live" else None
+            out = self.coverage.process(
+                records, load, live_now, self._owned_partitions(self.plan.visit_updates)
+            )
+            await self.publish_coverage(out)
+
+    async def _assignments_agent(self, stream: faust.StreamT[Any]) -> None:
+        async for events in stream.take_events(100, within=0.2):
+            records = [
+                Record(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                )
+                for e in events
+            ]
+            routed, dead = self.coverage.route_assignments(records)
+            await self._send_all(self.visit_topic, routed)
+            await self._send_all(self.assignments_dlq_topic, dead)
+
+    async def publish_coverage(self, out: CoverageOutput) -> None:
+        await self._send_all(self.alerts_topic, out.alerts)
+        await self._send_all(self.dlq_topic, out.dead_letters)
+        self._write(self.coverage_table, out.writes.items())
+        metrics.record_alerts(out.decided)
+
+    @staticmethod
+    async def _send_all(topic: Any, messages: Iterable[Message]) -> None:
+        for key, value in messages:
+            await topic.send(key=key, value=value)
 
     async def publish(self, out: StageOutput) -> None:
         """Send a stage's output: dead letters, re-keyed pings, events, then state changes."""
-        for key, value in out.dead_letters:
-            await self.dlq_topic.send(key=key, value=value)
-        for key, value in out.rekeyed:
-            await self.rekeyed_topic.send(key=key, value=value)
-        for key, value in out.geofence_events:
-            await self.geofence_topic.send(key=key, value=value)
-        for key, value in out.dwell_events:
-            await self.dwell_topic.send(key=key, value=value)
-        self._write_states(out.writes.items())
+        await self._send_all(self.dlq_topic, out.dead_letters)
+        await self._send_all(self.rekeyed_topic, out.rekeyed)
+        await self._send_all(self.geofence_topic, out.geofence_events)
+        await self._send_all(self.dwell_topic, out.dwell_events)
+        await self._send_all(
+            self.visit_topic, [(u.hotspot_id.encode(), u.encode()) for u in out.visit_updates]
+        )
+        self._write(self.table, out.writes.items())
         metrics.record(out)
 
-    def _write_states(self, writes: Iterable[tuple[bytes, tuple[int, bytes]]]) -> None:
-        """Write unit states with an explicit changelog partition (the unit's own).
+    @staticmethod
+    def _write(table: Any, writes: Iterable[tuple[bytes, tuple[int, bytes]]]) -> None:
+        """Write table entries with an explicit changelog partition (the key's own).
 
         Faust's ``table[key] = value`` takes the partition from the current event, which a
-        batch or a timer does not have; the state remembers its partition, so we say it.
+        batch or a timer does not have; each stage knows its keys' partitions, so we say it.
         """
-        data = self.table.data
+        data = table.data
         for key, (partition, value) in writes:
             data[key] = value
-            self.table.send_changelog(partition, key, value)
+            table.send_changelog(partition, key, value)
 
     def units_view(self) -> list[dict[str, Any]]:
         """Every unit this worker owns: type, last usable fix and open visits."""
@@ -170,23 +275,31 @@ class Processor:
 
     # -- clock and rebalancing -----------------------------------------------------------
 
-    def _owned_partitions(self) -> set[int]:
-        names = {self.settings.topics.pings, self.plan.rekeyed}
+    def _owned_partitions(self, *topics: str) -> set[int]:
+        names = set(topics) or {self.settings.topics.pings, self.plan.rekeyed}
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic in names}
 
     async def _on_tick(self) -> None:
+        """Live mode: the wall clock drives signal loss and coverage, pings or no pings."""
         if not self.ready or self.settings.clock != "live":
             return
-        out = self.stage.expire(wall_clock_ms(), self._owned_partitions())
+        now_ms = wall_clock_ms()
+        out = self.stage.expire(now_ms, self._owned_partitions())
         if out.writes:
             await self.publish(out)
+        owned = self._owned_partitions(self.plan.visit_updates)
+        await self.publish_coverage(
+            self.coverage.advance_all(now_ms, owned, self.coverage_table.data.get)
+        )
 
     async def _on_revoked(self, app: faust.App, revoked: set[TP], **_: Any) -> None:
         self.ready = False
+        self._idle.clear()
 
     async def _on_rebalance_complete(self, app: faust.App, **_: Any) -> None:
         owned = self._owned_partitions()
         self.stage.forget_partitions(set(range(self.plan.partitions)))
+        self.coverage.forget()
         restored = self.stage.restore(list(self.table.data.items()), owned)
         log.info("presence: %d unit states restored for partitions %s", restored, sorted(owned))
         self.ready = True

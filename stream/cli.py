@@ -14,7 +14,7 @@ from pathlib import Path
 
 from geofences.errors import HotSpotFileError
 from geofences.hotspots import HotSpotCollection, demo_hotspots_path, load_hotspots
-from stream.settings import Settings, TopicNames, presence_from_env
+from stream.settings import Settings, TopicNames, coverage_from_env, presence_from_env
 
 EXIT_USAGE = 2
 
@@ -48,6 +48,7 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
+    presence = presence_from_env()
     return Settings(
         broker=args.broker,
         geofences=Path(args.geofences) if args.geofences else None,
@@ -58,7 +59,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         app_id=args.app_id,
         partitions=args.partitions,
         topics=TopicNames.from_env(),
-        presence=presence_from_env(),
+        presence=presence,
+        coverage=coverage_from_env(presence),
         session_timeout_s=args.session_timeout,
         log_level=args.log_level,
     )

@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 if TYPE_CHECKING:
+    from geofences.coverage import Alert
     from stream.presence_stage import StageOutput
 
 pings = Counter("hotspot_pings_total", "Pings by outcome", ["outcome"])
 events = Counter("hotspot_events_total", "Geofence and dwell events by type", ["type"])
+alerts = Counter("hotspot_alerts_total", "Coverage alerts by type", ["type"])
 dead_letters = Counter("hotspot_dead_letters_total", "Dead-lettered values by reason", ["reason"])
 batch_seconds = Histogram(
     "hotspot_batch_seconds",
@@ -30,3 +32,8 @@ def record(out: StageOutput) -> None:
 
 async def metrics_view(web: Any, request: Any) -> Any:
     return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+def record_alerts(decided: list[Alert]) -> None:
+    for alert in decided:
+        alerts.labels(str(alert.type)).inc()

@@ -54,9 +54,10 @@ class VisitUpdate:
     unit_id: str
     unit_type: str
     ts_ms: int
+    enter_ms: int
 
     def encode(self) -> bytes:
-        return orjson.dumps([self.kind, self.unit_id, self.unit_type, self.ts_ms])
+        return orjson.dumps([self.kind, self.unit_id, self.unit_type, self.ts_ms, self.enter_ms])
 
 
 @dataclass
@@ -73,6 +74,21 @@ class StageOutput:
     outcomes: Counter[str] = field(default_factory=Counter)
     dead_letter_reasons: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    _pending_inside: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def add_update(self, update: VisitUpdate) -> None:
+        """Queue a visit update; of consecutive "inside" updates of one visit only the latest is
+        kept, since coverage needs only the latest inside fix."""
+        key = (update.hotspot_id, update.unit_id)
+        if update.kind == "inside":
+            index = self._pending_inside.get(key)
+            if index is not None:
+                self.visit_updates[index] = update
+                return
+            self._pending_inside[key] = len(self.visit_updates)
+        else:
+            self._pending_inside.pop(key, None)
+        self.visit_updates.append(update)
 
 
 def dead_letter(record: Record, error: str) -> bytes:
@@ -186,6 +202,12 @@ class PresenceStage:
 
     # -- time ---------------------------------------------------------------------------------
 
+    def watermark_parts(self) -> dict[str, int]:
+        """The watermark's parts, "topic:partition" → largest ping ts, for the coverage stage."""
+        return {
+            f"{topic}:{partition}": ts for (topic, partition), ts in self.partition_max_ts.items()
+        }
+
     def watermark_ms(self) -> int | None:
         """Contract §1 ``--clock event``: the smallest, over partitions that delivered a ping,
         of the largest ping ts delivered in that partition."""
@@ -223,9 +245,15 @@ class PresenceStage:
                 out.dwell_events.append((key, payload))
             else:
                 out.geofence_events.append((key, payload))
-                kind = "enter" if event.type == "enter" else "exit"
-                out.visit_updates.append(
-                    VisitUpdate(kind, event.hotspot_id, unit_id, event.unit_type, event.ts_ms)
+                out.add_update(
+                    VisitUpdate(
+                        event.type,
+                        event.hotspot_id,
+                        unit_id,
+                        event.unit_type,
+                        event.ts_ms,
+                        event.enter_ms,
+                    )
                 )
 
     def process(
@@ -279,13 +307,15 @@ class PresenceStage:
                     ping.unit_id, result.state, record.partition, removed + result.events, out
                 )
             for hotspot_id in result.still_inside:
-                out.visit_updates.append(
+                visit = result.state.visits[hotspot_id]
+                out.add_update(
                     VisitUpdate(
                         "inside",
                         hotspot_id,
                         ping.unit_id,
-                        result.state.visits[hotspot_id].unit_type,
+                        visit.unit_type,
                         ping.ts_ms,
+                        visit.enter_ms,
                     )
                 )
         return out

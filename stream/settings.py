@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from geofences.coverage import CoverageSettings
 from geofences.presence import PresenceSettings
 
 
@@ -23,6 +24,7 @@ class TopicNames:
     dwell_events: str = "dwell-events"
     coverage_alerts: str = "coverage-alerts"
     pings_dlq: str = "pings-dlq"
+    assignments_dlq: str = "assignments-dlq"
 
     @classmethod
     def from_env(cls) -> TopicNames:
@@ -33,6 +35,7 @@ class TopicNames:
             dwell_events=_env("HOTSPOT_TOPIC_DWELL_EVENTS", cls.dwell_events),
             coverage_alerts=_env("HOTSPOT_TOPIC_COVERAGE_ALERTS", cls.coverage_alerts),
             pings_dlq=_env("HOTSPOT_TOPIC_PINGS_DLQ", cls.pings_dlq),
+            assignments_dlq=_env("HOTSPOT_TOPIC_ASSIGNMENTS_DLQ", cls.assignments_dlq),
         )
 
 
@@ -49,6 +52,7 @@ class Settings:
     replication_factor: int = 1
     topics: TopicNames = field(default_factory=TopicNames)
     presence: PresenceSettings = field(default_factory=PresenceSettings)
+    coverage: CoverageSettings = field(default_factory=CoverageSettings)
     batch_size: int = 2000
     batch_within_s: float = 0.02
     tick_interval_s: float = 1.0
@@ -69,4 +73,22 @@ def presence_from_env() -> PresenceSettings:
         exit_buffer_m=float(_env("HOTSPOT_EXIT_BUFFER_M", str(defaults.exit_buffer_m))),
         exit_grace_s=float(_env("HOTSPOT_EXIT_GRACE_S", str(defaults.exit_grace_s))),
         signal_timeout_s=float(_env("HOTSPOT_SIGNAL_TIMEOUT_S", str(defaults.signal_timeout_s))),
+    )
+
+
+def coverage_from_env(presence: PresenceSettings) -> CoverageSettings:
+    """``HOTSPOT_SEPARATE_SERVICES`` is groups of unit types that must not patrol together,
+    ``/``-separated, types within a group ``+``-separated: ``police+pcso/outreach``."""
+    defaults = CoverageSettings()
+    groups = defaults.separate_services
+    spec = os.environ.get("HOTSPOT_SEPARATE_SERVICES")
+    if spec is not None:
+        groups = tuple(frozenset(t for t in g.split("+") if t) for g in spec.split("/") if g)
+    return CoverageSettings(
+        at_risk_lead_minutes=float(
+            _env("HOTSPOT_AT_RISK_LEAD_MINUTES", str(defaults.at_risk_lead_minutes))
+        ),
+        exit_grace_s=presence.exit_grace_s,
+        separate_services=groups,
+        co_patrol_minutes=float(_env("HOTSPOT_CO_PATROL_MINUTES", str(defaults.co_patrol_minutes))),
     )

@@ -48,6 +48,7 @@ class TopicPlan:
             n.dwell_events,
             n.coverage_alerts,
             n.pings_dlq,
+            n.assignments_dlq,
             self.visit_updates,
         ]
 

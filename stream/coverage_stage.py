@@ -1,0 +1,252 @@
+"""The coverage stage: visit updates keyed by hot spot in, coverage alerts out.
+
+Presence is decided per unit, coverage per hot spot, so the presence stage re-keys what coverage
+needs (enter, latest inside fix, exit) by ``hotspot_id`` onto an internal topic. This stage keeps
+one :class:`geofences.coverage.HotspotCoverage` ledger per hot spot, persisted in a changelog
+table, and moves it forward with the clock: the wall clock in ``live`` mode (a timer, so alerts
+fire even when no ping arrives), or in ``event`` mode the watermark that the presence stage
+broadcasts to every partition of the internal topic after each batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka.partitioner import DefaultPartitioner
+
+from geofences.coverage import Alert, CoverageSettings, HotspotCoverage
+from geofences.errors import InvalidAssignment
+from geofences.hotspots import HotSpotCollection, Window, parse_window
+from geofences.windows import add_window, parse_assignment, window_to_obj
+from stream.presence_stage import Message, Record, dead_letter
+
+_partitioner = DefaultPartitioner()
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition the producer's default partitioner (murmur2, as Kafka's) picks for ``key``."""
+    every = list(range(partitions))
+    return int(_partitioner(key, every, every))
+
+
+def clock_message(parts: dict[str, int]) -> bytes:
+    """The event-time watermark's parts (pings partition → largest ts), for every coverage partition."""
+    return orjson.dumps(["clock", parts])
+
+
+@dataclass
+class CoverageOutput:
+    alerts: list[Message] = field(default_factory=list)
+    dead_letters: list[Message] = field(default_factory=list)
+    #: hot spot key -> (partition, encoded state)
+    writes: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    decided: list[Alert] = field(default_factory=list)
+
+
+class CoverageStage:
+    """Ledgers of the hot spots whose partitions this worker owns."""
+
+    def __init__(
+        self, collection: HotSpotCollection, settings: CoverageSettings, partitions: int
+    ) -> None:
+        self.collection = collection
+        self.settings = settings
+        self.partitions = partitions
+        self.file_windows = {h.id: h.windows for h in collection.hotspots}
+        self.partition_of = {h: partition_for(h.encode(), partitions) for h in self.file_windows}
+        self.ledgers: dict[str, HotspotCoverage] = {}
+        self.assigned: dict[str, tuple[Window, ...]] = {}
+        self.written: dict[str, bytes] = {}
+        #: event mode: visit updates not yet reached by the watermark, per hot spot, in arrival order.
+        self.pending: dict[str, list[list[Any]]] = {}
+        #: "topic:partition" of pings -> largest ts seen there (event mode), merged from all workers.
+        self.clock_parts: dict[str, int] = {}
+
+    # -- state ------------------------------------------------------------------------------
+
+    def hotspots_of(self, partitions: Collection[int]) -> list[str]:
+        return sorted(h for h, p in self.partition_of.items() if p in partitions)
+
+    def ledger(self, hotspot_id: str, load: Callable[[bytes], bytes | None]) -> HotspotCoverage:
+        ledger = self.ledgers.get(hotspot_id)
+        if ledger is not None:
+            return ledger
+        raw = load(hotspot_id.encode())
+        assigned: tuple[Window, ...] = ()
+        self.pending[hotspot_id] = []
+        if raw is not None:
+            snapshot = orjson.loads(raw)
+            assigned = tuple(parse_window(w, "stored assignment") for w in snapshot["assigned"])
+            self.pending[hotspot_id] = snapshot.get("pending", [])
+            windows = self._windows(hotspot_id, assigned)
+            ledger = HotspotCoverage.from_dict(
+                snapshot["ledger"], windows, self.collection.timezone, self.settings
+            )
+            self.written[hotspot_id] = raw
+        else:
+            ledger = HotspotCoverage(
+                hotspot_id, self.file_windows[hotspot_id], self.collection.timezone, self.settings
+            )
+        self.assigned[hotspot_id] = assigned
+        self.ledgers[hotspot_id] = ledger
+        return ledger
+
+    def _windows(self, hotspot_id: str, assigned: Sequence[Window]) -> tuple[Window, ...]:
+        windows = self.file_windows[hotspot_id]
+        for window in assigned:
+            windows = add_window(windows, window)
+        return windows
+
+    def forget(self) -> None:
+        self.ledgers.clear()
+        self.assigned.clear()
+        self.written.clear()
+        self.pending.clear()
+
+    def _persist(self, hotspot_id: str, out: CoverageOutput) -> None:
+        ledger = self.ledgers[hotspot_id]
+        encoded = orjson.dumps(
+            {
+                "ledger": ledger.to_dict(),
+                "assigned": [window_to_obj(w) for w in self.assigned[hotspot_id]],
+            }
+        )
+        if self.written.get(hotspot_id) != encoded:
+            self.written[hotspot_id] = encoded
+            out.writes[hotspot_id.encode()] = (self.partition_of[hotspot_id], encoded)
+
+    def _advance(self, hotspot_id: str, now_ms: int, out: CoverageOutput) -> None:
+        for alert in self.ledgers[hotspot_id].advance(now_ms):
+            out.decided.append(alert)
+            out.alerts.append((hotspot_id.encode(), orjson.dumps(alert.to_json_dict())))
+
+    def _advance_through(self, hotspot_id: str, until_ms: int, out: CoverageOutput) -> None:
+        """Fire every decision the ledger has due up to ``until_ms``, each at its own time."""
+        ledger = self.ledgers[hotspot_id]
+        previous: int | None = None
+        while ledger.now_ms is not None:
+            wake = ledger.next_wakeup_ms()
+            if wake is None or wake > until_ms or wake == previous:
+                return
+            previous = wake
+            self._advance(hotspot_id, max(wake, ledger.now_ms or wake), out)
+
+    def _catch_up(self, hotspot_id: str, watermark_ms: int, out: CoverageOutput) -> None:
+        """Event mode: apply the updates the watermark has passed in time order, deciding alerts
+        between them at the moment each became due, so a batch boundary changes nothing."""
+        ledger = self.ledgers[hotspot_id]
+        pending = sorted(self.pending[hotspot_id], key=lambda m: m[3])
+        ready = [m for m in pending if m[3] <= watermark_ms]
+        self.pending[hotspot_id] = [m for m in pending if m[3] > watermark_ms]
+        if ledger.now_ms is None:
+            self._advance(hotspot_id, min([m[3] for m in ready] + [watermark_ms]), out)
+        for message in ready:
+            self._advance_through(hotspot_id, message[3] - 1, out)
+            self._apply(ledger, message)
+            self._advance(hotspot_id, max(message[3], ledger.now_ms or message[3]), out)
+        self._advance_through(hotspot_id, watermark_ms, out)
+        self._advance(hotspot_id, watermark_ms, out)
+
+    @staticmethod
+    def _apply(ledger: HotspotCoverage, message: list[Any]) -> None:
+        kind, unit_id, unit_type, ts_ms, enter_ms = message
+        if kind == "enter":
+            ledger.visit_started(unit_id, unit_type, ts_ms)
+        elif kind == "inside":
+            ledger.visit_progress(unit_id, ts_ms)
+        elif kind == "exit":
+            ledger.visit_ended(unit_id, ts_ms, enter_ms, unit_type)
+
+    # -- time -------------------------------------------------------------------------------
+
+    def watermark_ms(self) -> int | None:
+        return min(self.clock_parts.values()) if self.clock_parts else None
+
+    def advance_all(
+        self, now_ms: int, partitions: Collection[int], load: Callable[[bytes], bytes | None]
+    ) -> CoverageOutput:
+        """Move every owned hot spot's ledger to ``now_ms`` (the clock ticking with no pings)."""
+        out = CoverageOutput()
+        for hotspot_id in self.hotspots_of(partitions):
+            ledger = self.ledger(hotspot_id, load)
+            wake = ledger.next_wakeup_ms()
+            if wake is not None and wake <= now_ms:
+                self._advance(hotspot_id, now_ms, out)
+                self._persist(hotspot_id, out)
+        return out
+
+    # -- records ----------------------------------------------------------------------------
+
+    def process(
+        self,
+        records: Sequence[Record],
+        load: Callable[[bytes], bytes | None],
+        live_now_ms: int | None,
+        owned: Collection[int],
+    ) -> CoverageOutput:
+        """Apply a batch of internal records, then decide alerts at the clock.
+
+        ``live_now_ms`` is the wall clock in live mode, ``None`` in event mode (the watermark
+        then comes from the clock records)."""
+        out = CoverageOutput()
+        touched: set[str] = set()
+        clock_moved = False
+        for record in records:
+            message: list[Any] = orjson.loads(record.value or b"null")
+            kind = message[0]
+            if kind == "clock":
+                for part, ts_ms in message[1].items():
+                    if ts_ms > self.clock_parts.get(part, -1):
+                        self.clock_parts[part] = ts_ms
+                        clock_moved = True
+                continue
+            hotspot_id = (record.key or b"").decode()
+            if hotspot_id not in self.file_windows:
+                continue
+            ledger = self.ledger(hotspot_id, load)
+            touched.add(hotspot_id)
+            if kind == "assign":
+                window = parse_window(message[1], "assignment")
+                self.assigned[hotspot_id] = add_window(self.assigned[hotspot_id], window)
+                ledger.set_windows(self._windows(hotspot_id, self.assigned[hotspot_id]))
+                continue
+            if live_now_ms is None:
+                self.pending[hotspot_id].append(message)
+            else:
+                self._apply(ledger, message)
+
+        if live_now_ms is not None:
+            for hotspot_id in sorted(touched):
+                self._advance(hotspot_id, live_now_ms, out)
+        elif (watermark := self.watermark_ms()) is not None:
+            due = set(touched)
+            if clock_moved:
+                due.update(self.hotspots_of(owned))
+            for hotspot_id in sorted(due):
+                self.ledger(hotspot_id, load)
+                self._catch_up(hotspot_id, watermark, out)
+        for hotspot_id in sorted(touched | set(self.ledgers) if clock_moved else touched):
+            if hotspot_id in self.ledgers:
+                self._persist(hotspot_id, out)
+        return out
+
+    def route_assignments(self, records: Sequence[Record]) -> tuple[list[Message], list[Message]]:
+        """Validate ``assignments`` records: (re-keyed internal messages, dead letters)."""
+        routed: list[Message] = []
+        dead: list[Message] = []
+        for record in records:
+            try:
+                obj = orjson.loads(record.value or b"")
+            except orjson.JSONDecodeError:
+                dead.append((record.key, dead_letter(record, "assignment: not JSON")))
+                continue
+            try:
+                hotspot_id, window = parse_assignment(obj, self.file_windows)
+            except InvalidAssignment as exc:
+                dead.append((record.key, dead_letter(record, str(exc))))
+                continue
+            routed.append((hotspot_id.encode(), orjson.dumps(["assign", window_to_obj(window)])))
+        return routed, dead

@@ -22,6 +22,7 @@ from stream.coverage_stage import CoverageOutput, CoverageStage, clock_message
 from stream.presence_stage import Message, PresenceStage, Record, StageOutput
 from stream.settings import Settings
 from stream.topics import TopicPlan
+from stream.webhooks import WebhookDispatcher, endpoints_from_env
 
 log = logging.getLogger("hotspot")
 
@@ -40,12 +41,28 @@ class Processor:
         self.collection = collection
         self.plan = TopicPlan(settings.topics, settings.app_id, partitions)
         self.index = HotSpotIndex(collection.hotspots)
-        self.stage = PresenceStage(self.index, settings.presence, settings.topics.pings)
+        self.stage = PresenceStage(
+            self.index,
+            settings.presence,
+            settings.topics.pings,
+            coalesce_inside=settings.clock == "live",
+        )
         self.coverage = CoverageStage(collection, settings.coverage, partitions)
         self._sent_parts: dict[str, int] = {}
         self._next_offset: dict[TP, int] = {}
         self._idle: set[TP] = set()
         self.ready = False
+        endpoints = endpoints_from_env()
+        self.webhooks = (
+            WebhookDispatcher.for_settings(
+                settings,
+                {h.id: h.name for h in collection.hotspots},
+                collection.timezone,
+                endpoints,
+            )
+            if endpoints
+            else None
+        )
         self.app = self._create_app()
 
     def _create_app(self) -> faust.App:
@@ -91,6 +108,8 @@ class Processor:
             self._assignments_agent
         )
         app.timer(s.tick_interval_s, name="clock")(self._on_tick)
+        if self.webhooks is not None:
+            app.task(self.webhooks.serve)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_rebalance_complete.connect(self._on_rebalance_complete)
         app.page("/metrics")(metrics.metrics_view)

@@ -58,6 +58,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         data_dir=Path(args.data_dir),
         app_id=args.app_id,
         partitions=args.partitions,
+        replication_factor=int(os.environ.get("HOTSPOT_REPLICATION_FACTOR", "1")),
         topics=TopicNames.from_env(),
         presence=presence,
         coverage=coverage_from_env(presence),

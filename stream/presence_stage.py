@@ -74,13 +74,15 @@ class StageOutput:
     outcomes: Counter[str] = field(default_factory=Counter)
     dead_letter_reasons: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    #: keep only the latest of consecutive "inside" updates of a visit (live clock only: in
+    #: event time, coverage decides at each fix's own ts, so every fix must reach it)
+    coalesce_inside: bool = False
     _pending_inside: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def add_update(self, update: VisitUpdate) -> None:
-        """Queue a visit update; of consecutive "inside" updates of one visit only the latest is
-        kept, since coverage needs only the latest inside fix."""
+        """Queue a visit update for the coverage stage."""
         key = (update.hotspot_id, update.unit_id)
-        if update.kind == "inside":
+        if update.kind == "inside" and self.coalesce_inside:
             index = self._pending_inside.get(key)
             if index is not None:
                 self.visit_updates[index] = update
@@ -143,7 +145,9 @@ class PresenceStage:
         index: HotSpotIndex,
         settings: PresenceSettings,
         pings_topic: str,
+        coalesce_inside: bool = False,
     ) -> None:
+        self.coalesce_inside = coalesce_inside
         self.index = index
         self.settings = settings
         self.pings_topic = pings_topic
@@ -217,7 +221,7 @@ class PresenceStage:
         self, now_ms: int, partitions: Collection[int], out: StageOutput | None = None
     ) -> StageOutput:
         """Signal loss noticed by the clock, for units of ``partitions``."""
-        out = out or StageOutput()
+        out = out or StageOutput(coalesce_inside=self.coalesce_inside)
         for partition in partitions:
             due = [u for u, d in self.deadlines.get(partition, {}).items() if now_ms > d]
             for unit_id in sorted(due):
@@ -260,7 +264,7 @@ class PresenceStage:
         self, records: Sequence[Record], load: Callable[[bytes], bytes | None]
     ) -> StageOutput:
         """Apply a batch of records in order (a unit's records keep their order)."""
-        out = StageOutput()
+        out = StageOutput(coalesce_inside=self.coalesce_inside)
         pings: list[tuple[Record, Ping]] = []
         for record in records:
             try:

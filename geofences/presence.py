@@ -112,6 +112,12 @@ class UnitState:
         return cls(data["t"], last_ms, last_lat, last_lon, visits)
 
 
+def visit_event_id(kind: str, unit_id: str, hotspot_id: str, enter_ms: int) -> str:
+    """Deterministic id (contract §2): a visit is one unit in one hot spot from one enter time,
+    and it has exactly one enter, one exit and one dwell, so the same pings give the same ids."""
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{kind}|{unit_id}|{hotspot_id}|{enter_ms}"))
+
+
 @dataclass(frozen=True, slots=True)
 class GeofenceEvent:
     """Contract §2 GeofenceEvent. ``reason`` is ``None`` for an enter."""
@@ -128,8 +134,7 @@ class GeofenceEvent:
 
     @property
     def event_id(self) -> str:
-        key = f"{self.type}|{self.unit_id}|{self.hotspot_id}|{self.enter_ms}"
-        return str(uuid.uuid5(_EVENT_NAMESPACE, key))
+        return visit_event_id(self.type, self.unit_id, self.hotspot_id, self.enter_ms)
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -158,8 +163,7 @@ class DwellEvent:
 
     @property
     def event_id(self) -> str:
-        key = f"dwell|{self.unit_id}|{self.hotspot_id}|{self.enter_ms}"
-        return str(uuid.uuid5(_EVENT_NAMESPACE, key))
+        return visit_event_id("dwell", self.unit_id, self.hotspot_id, self.enter_ms)
 
     @property
     def duration_s(self) -> float:

@@ -29,6 +29,16 @@ log = logging.getLogger("hotspot")
 RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 
 
+def as_records(events: Iterable[Any]) -> list[Record]:
+    """Faust events as the stages' plain records."""
+    return [
+        Record(
+            e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value
+        )
+        for e in events
+    ]
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -131,16 +141,7 @@ class Processor:
         s = self.settings
         load = self.table.data.get
         async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-            records = [
-                Record(
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    e.message.key,
-                    e.message.value,
-                )
-                for e in events
-            ]
+            records = as_records(events)
             for e in events:
                 self._next_offset[e.message.tp] = e.message.offset + 1
             started = time.perf_counter()
@@ -199,16 +200,7 @@ class Processor:
         s = self.settings
         load = self.coverage_table.data.get
         async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-            records = [
-                Record(
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    e.message.key,
-                    e.message.value,
-                )
-                for e in events
-            ]
+            records = as_records(events)
             live_now = wall_clock_ms() if s.clock == "live" else None
             out = self.coverage.process(
                 records, load, live_now, self._owned_partitions(self.plan.visit_updates)
@@ -217,16 +209,7 @@ class Processor:
 
     async def _assignments_agent(self, stream: faust.StreamT[Any]) -> None:
         async for events in stream.take_events(100, within=0.2):
-            records = [
-                Record(
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    e.message.key,
-                    e.message.value,
-                )
-                for e in events
-            ]
+            records = as_records(events)
             routed, dead = self.coverage.route_assignments(records)
             await self._send_all(self.visit_topic, routed)
             await self._send_all(self.assignments_dlq_topic, dead)

@@ -192,7 +192,7 @@ class Processor:
         if parts == self._sent_parts:
             return
         self._sent_parts = parts
-        message = clock_message(parts)
+        message = clock_message(parts, self.stage.first_ts)
         for partition in range(self.plan.partitions):
             await self.visit_topic.send(value=message, partition=partition)
 

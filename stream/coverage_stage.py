@@ -32,9 +32,10 @@ def partition_for(key: bytes, partitions: int) -> int:
     return int(_partitioner(key, every, every))
 
 
-def clock_message(parts: dict[str, int]) -> bytes:
-    """The event-time watermark's parts (pings partition → largest ts), for every coverage partition."""
-    return orjson.dumps(["clock", parts])
+def clock_message(parts: dict[str, int], first_ms: int | None) -> bytes:
+    """The event-time watermark's parts (pings partition → largest ts), for every coverage
+    partition, with the earliest ping ts the sender has seen (where event time began)."""
+    return orjson.dumps(["clock", parts, first_ms])
 
 
 @dataclass
@@ -62,8 +63,13 @@ class CoverageStage:
         self.written: dict[str, bytes] = {}
         #: event mode: visit updates not yet reached by the watermark, per hot spot, in arrival order.
         self.pending: dict[str, list[list[Any]]] = {}
-        #: "topic:partition" of pings -> largest ts seen there (event mode), merged from all workers.
-        self.clock_parts: dict[str, int] = {}
+        #: per coverage partition: "topic:partition" of pings -> largest ts seen there (event
+        #: mode), merged from all workers' clock messages that arrived on that partition. Updates
+        #: and clock messages keep their order only within a partition, so each partition's
+        #: hot spots follow the clock that arrived after their own updates.
+        self.clock_parts: dict[int, dict[str, int]] = {}
+        #: the earliest event time any presence worker has reported: a new ledger starts there.
+        self.first_ms: int | None = None
 
     # -- state ------------------------------------------------------------------------------
 
@@ -142,7 +148,10 @@ class CoverageStage:
         ready = [m for m in pending if m[3] <= watermark_ms]
         self.pending[hotspot_id] = [m for m in pending if m[3] > watermark_ms]
         if ledger.now_ms is None:
-            self._advance(hotspot_id, min([m[3] for m in ready] + [watermark_ms]), out)
+            starts = [m[3] for m in ready] + [watermark_ms]
+            if self.first_ms is not None:
+                starts.append(self.first_ms)
+            self._advance(hotspot_id, min(starts), out)
         for message in ready:
             self._advance_through(hotspot_id, message[3] - 1, out)
             self._apply(ledger, message)
@@ -162,8 +171,9 @@ class CoverageStage:
 
     # -- time -------------------------------------------------------------------------------
 
-    def watermark_ms(self) -> int | None:
-        return min(self.clock_parts.values()) if self.clock_parts else None
+    def watermark_ms(self, partition: int) -> int | None:
+        parts = self.clock_parts.get(partition)
+        return min(parts.values()) if parts else None
 
     def advance_all(
         self, now_ms: int, partitions: Collection[int], load: Callable[[bytes], bytes | None]
@@ -193,15 +203,19 @@ class CoverageStage:
         then comes from the clock records)."""
         out = CoverageOutput()
         touched: set[str] = set()
-        clock_moved = False
+        clock_moved: set[int] = set()
         for record in records:
             message: list[Any] = orjson.loads(record.value or b"null")
             kind = message[0]
             if kind == "clock":
+                first_ms = message[2] if len(message) > 2 else None
+                if first_ms is not None and (self.first_ms is None or first_ms < self.first_ms):
+                    self.first_ms = first_ms
+                parts = self.clock_parts.setdefault(record.partition, {})
                 for part, ts_ms in message[1].items():
-                    if ts_ms > self.clock_parts.get(part, -1):
-                        self.clock_parts[part] = ts_ms
-                        clock_moved = True
+                    if ts_ms > parts.get(part, -1):
+                        parts[part] = ts_ms
+                        clock_moved.add(record.partition)
                 continue
             hotspot_id = (record.key or b"").decode()
             if hotspot_id not in self.file_windows:
@@ -221,13 +235,13 @@ class CoverageStage:
         if live_now_ms is not None:
             for hotspot_id in sorted(touched):
                 self._advance(hotspot_id, live_now_ms, out)
-        elif (watermark := self.watermark_ms()) is not None:
-            due = set(touched)
-            if clock_moved:
-                due.update(self.hotspots_of(owned))
+        else:
+            due = touched | set(self.hotspots_of(clock_moved & set(owned)))
             for hotspot_id in sorted(due):
-                self.ledger(hotspot_id, load)
-                self._catch_up(hotspot_id, watermark, out)
+                watermark = self.watermark_ms(self.partition_of[hotspot_id])
+                if watermark is not None:
+                    self.ledger(hotspot_id, load)
+                    self._catch_up(hotspot_id, watermark, out)
         for hotspot_id in sorted(touched | set(self.ledgers) if clock_moved else touched):
             if hotspot_id in self.ledgers:
                 self._persist(hotspot_id, out)

@@ -158,6 +158,8 @@ class PresenceStage:
         self.deadlines: dict[int, dict[str, int]] = {}
         #: (topic, partition) -> largest ping ts delivered there (the event-time watermark's parts).
         self.partition_max_ts: dict[tuple[str, int], int] = {}
+        #: the earliest ping ts this worker has seen: where event time began for it.
+        self.first_ts: int | None = None
 
     # -- state cache -------------------------------------------------------------------------
 
@@ -292,6 +294,8 @@ class PresenceStage:
             tp = (record.topic, record.partition)
             if ping.ts_ms > self.partition_max_ts.get(tp, -1):
                 self.partition_max_ts[tp] = ping.ts_ms
+            if self.first_ts is None or ping.ts_ms < self.first_ts:
+                self.first_ts = ping.ts_ms
             state = self._state(ping.unit_id, load)
             removed: tuple[Event, ...] = ()
             if (

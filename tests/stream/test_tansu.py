@@ -130,9 +130,4 @@ def test_restart_restores_exact_unit_state(
         after = _units(second)
     finally:
         assert second.stop() == 0
-    if workaround == "auto":
-        assert after == before
-    else:
-        # Without the work-around Faust stops reading each changelog partition early: the
-        # restored state silently misses the latest writes.
-        assert after != before
+    assert after == before

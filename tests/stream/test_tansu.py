@@ -105,12 +105,12 @@ def _wait_for(worker: Worker, predicate: Any, timeout_s: float = 60.0) -> list[d
     return units
 
 
-@pytest.mark.parametrize("workaround", ["auto", "off"])
-def test_restart_restores_exact_unit_state(
-    broker: EmbeddedBroker, tmp_path: Path, workaround: str
-) -> None:
+def test_restart_restores_exact_unit_state(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """With the work-around the state after a restart is identical. Without it, the restored
+    state misses the tail of a changelog partition whenever that partition's last batch held
+    more than one record (seen here in one run of two; it depends on how batches form)."""
     geofences = square_file(tmp_path)
-    env = {"HOTSPOT_BROKER_WORKAROUNDS": workaround}
+    env = {"HOTSPOT_BROKER_WORKAROUNDS": "auto"}
     count, rounds = 400, 6
     first = Worker(broker.url, geofences=geofences, extra_env=env).start()
     try:

@@ -213,6 +213,7 @@ class HotspotCoverage:
         self.settings = settings or CoverageSettings()
         self._windows: tuple[Window, ...] = tuple(windows)
         self._now: int | None = None
+        self._since: int | None = None
         self._visits: dict[tuple[str, int], _Visit] = {}
         self._open: dict[str, _Visit] = {}
         self._fired: dict[str, tuple[int, str]] = {}
@@ -230,6 +231,11 @@ class HotspotCoverage:
     def now_ms(self) -> int | None:
         """The latest clock value seen by ``advance``."""
         return self._now
+
+    @property
+    def since_ms(self) -> int | None:
+        """The first clock value seen by ``advance``: when the ledger began to watch."""
+        return self._since
 
     def _too_old(self, enter_ms: int) -> bool:
         return self._now is not None and enter_ms < self._now - self.settings.retention_ms
@@ -320,6 +326,15 @@ class HotspotCoverage:
 
     # -- queries ----------------------------------------------------------------------------
 
+    @property
+    def windows(self) -> tuple[Window, ...]:
+        """The hot spot's windows: the file's plus those assigned at run time."""
+        return self._windows
+
+    def open_visits(self) -> list[tuple[str, str, int, int]]:
+        """Visits still open: (unit id, unit type, enter ms, latest inside ms), by unit id."""
+        return [(u, v.unit_type, v.enter_ms, v.end_ms) for u, v in sorted(self._open.items())]
+
     def present_units(self) -> dict[str, str]:
         """Units with an open visit, unit id to unit type."""
         return {unit_id: visit.unit_type for unit_id, visit in sorted(self._open.items())}
@@ -380,6 +395,8 @@ class HotspotCoverage:
         if previous is not None and now_ms < previous:
             return []
         self._now = now_ms
+        if self._since is None:
+            self._since = now_ms
         if not self._dirty and (self._wake is None or now_ms < self._wake):
             return []
         self._covered = {}
@@ -558,7 +575,7 @@ class HotspotCoverage:
     def to_dict(self) -> dict[str, Any]:
         """The ledger's state as a plain JSON-able dict, stable and round-tripping exactly::
 
-            {"v": 1, "hotspot_id": str, "now_ms": int | None,
+            {"v": 1, "hotspot_id": str, "now_ms": int | None, "since_ms": int | None,
              "visits": [[unit_id, unit_type, enter_ms, end_ms, open, [co_patrol marks]], ...],
              "fired": {instance_key: [instance_end_ms, flags], ...}}
 
@@ -571,6 +588,7 @@ class HotspotCoverage:
             "v": SNAPSHOT_VERSION,
             "hotspot_id": self.hotspot_id,
             "now_ms": self._now,
+            "since_ms": self._since,
             "visits": [
                 [v.unit_id, v.unit_type, v.enter_ms, v.end_ms, v.open, sorted(v.marks)]
                 for v in visits
@@ -596,6 +614,8 @@ class HotspotCoverage:
             ledger = cls(str(data["hotspot_id"]), windows, tz_name, settings)
             now = data["now_ms"]
             ledger._now = None if now is None else int(now)
+            since = data.get("since_ms", now)
+            ledger._since = None if since is None else int(since)
             for unit_id, unit_type, enter, end, is_open, marks in data["visits"]:
                 visit = _Visit(str(unit_id), str(unit_type), int(enter), int(end), bool(is_open))
                 visit.marks = {str(m) for m in marks}

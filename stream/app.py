@@ -16,9 +16,11 @@ from faust.types import TP
 
 from geofences.hotspots import HotSpotCollection
 from geofences.index import HotSpotIndex
-from geofences.timefmt import format_ms
 from stream import metrics
+from stream.access import Access
+from stream.control_room import ControlRoom
 from stream.coverage_stage import CoverageOutput, CoverageStage, clock_message
+from stream.feed import Feed, read_outputs
 from stream.presence_stage import Message, PresenceStage, Record, StageOutput
 from stream.settings import Settings
 from stream.topics import TopicPlan
@@ -73,6 +75,7 @@ class Processor:
             if endpoints
             else None
         )
+        self.feed = Feed()
         self.app = self._create_app()
 
     def _create_app(self) -> faust.App:
@@ -88,6 +91,9 @@ class Processor:
             web_port=s.web_port,
             web_bind=s.web_host,
             web_host=s.web_host,
+            canonical_url=s.web_url or f"http://{s.web_host}:{s.web_port}",
+            web_router_enabled=False,
+            web_tables_enabled=False,
             broker_session_timeout=s.session_timeout_s,
             broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
             consumer_auto_offset_reset="earliest",
@@ -122,18 +128,39 @@ class Processor:
             app.task(self.webhooks.serve)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_rebalance_complete.connect(self._on_rebalance_complete)
-        app.page("/metrics")(metrics.metrics_view)
+        app.monitor = metrics.faust_monitor()
+        app.task(self._read_outputs)
+
+        async def metrics_page(web: Any, request: Any) -> Any:
+            metrics.observe_view(self.control_room.local_part())
+            return metrics.exposition(web)
+
+        app.page("/metrics")(metrics_page)
 
         async def healthz(web: Any, request: Any) -> Any:
             return web.json({"ready": self.ready, "units": len(self.stage.states)})
 
         app.page("/healthz")(healthz)
-
-        async def units(web: Any, request: Any) -> Any:
-            return web.json({"units": self.units_view()})
-
-        app.page("/api/units")(units)
+        self.control_room = ControlRoom(self, Access.from_env(), self.feed)
+        self.control_room.register(app)
         return app
+
+    async def _read_outputs(self) -> None:
+        """The control room's feed: every worker reads the output topics in full."""
+        topics = self.settings.topics
+        try:
+            await read_outputs(
+                self.feed,
+                self.settings.bootstrap_servers,
+                {
+                    "geofence": topics.geofence_events,
+                    "dwell": topics.dwell_events,
+                    "alert": topics.coverage_alerts,
+                },
+                lambda: self.app.should_stop,
+            )
+        finally:
+            await self.control_room.close()
 
     # -- agent ---------------------------------------------------------------------------
 
@@ -248,32 +275,6 @@ class Processor:
         for key, (partition, value) in writes:
             data[key] = value
             table.send_changelog(partition, key, value)
-
-    def units_view(self) -> list[dict[str, Any]]:
-        """Every unit this worker owns: type, last usable fix and open visits."""
-        result = []
-        for unit_id in sorted(self.stage.states):
-            state = self.stage.states[unit_id]
-            result.append(
-                {
-                    "unit_id": unit_id,
-                    "unit_type": state.unit_type,
-                    "last_ts": None if state.last_ms is None else format_ms(state.last_ms),
-                    "lat": state.last_lat,
-                    "lon": state.last_lon,
-                    "present_in": {
-                        hotspot_id: {
-                            "enter_ts": format_ms(visit.enter_ms),
-                            "last_inside_ts": format_ms(visit.last_inside_ms),
-                            "outside_since": None
-                            if visit.streak_ms is None
-                            else format_ms(visit.streak_ms),
-                        }
-                        for hotspot_id, visit in sorted(state.visits.items())
-                    },
-                }
-            )
-        return result
 
     # -- clock and rebalancing -----------------------------------------------------------
 

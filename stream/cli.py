@@ -33,6 +33,16 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clock", choices=("live", "event"), default=env("HOTSPOT_CLOCK", "live"))
     parser.add_argument("--web-port", type=int, default=int(env("HOTSPOT_WEB_PORT", "6066")))
     parser.add_argument("--web-host", default=env("HOTSPOT_WEB_HOST", "127.0.0.1"))
+    parser.add_argument(
+        "--web-url",
+        default=env("HOTSPOT_WEB_URL"),
+        help="URL other workers reach this one at (default http://WEB_HOST:WEB_PORT)",
+    )
+    parser.add_argument(
+        "--tile-url",
+        default=env("HOTSPOT_TILE_URL"),
+        help="base-map tile URL template for the control room (default: no base map)",
+    )
     parser.add_argument("--data-dir", default=env("HOTSPOT_DATA_DIR", "./hotspot-data"))
     parser.add_argument("--app-id", default=env("HOTSPOT_APP_ID", "hotspot"))
     parser.add_argument(
@@ -55,6 +65,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         clock=args.clock,
         web_port=args.web_port,
         web_host=args.web_host,
+        web_url=args.web_url,
+        tile_url=args.tile_url,
+        tile_attribution=os.environ.get("HOTSPOT_TILE_ATTRIBUTION", ""),
         data_dir=Path(args.data_dir),
         app_id=args.app_id,
         partitions=args.partitions,

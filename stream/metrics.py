@@ -1,14 +1,27 @@
-"""Domain metrics for Prometheus. Labels never carry coordinates or unit ids."""
+"""Prometheus metrics: Faust's own sensor plus the domain's. Labels never carry coordinates or
+unit ids: outcomes, event and alert types, hot spot states and dead-letter reasons only."""
 
 from __future__ import annotations
 
+import time
+from collections import Counter as Tally
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 if TYPE_CHECKING:
     from geofences.coverage import Alert
     from stream.presence_stage import StageOutput
+
+HOTSPOT_STATES = ("covered", "met", "at_risk", "gap", "pending", "idle")
 
 pings = Counter("hotspot_pings_total", "Pings by outcome", ["outcome"])
 events = Counter("hotspot_events_total", "Geofence and dwell events by type", ["type"])
@@ -19,21 +32,60 @@ batch_seconds = Histogram(
     "Time to process one batch of pings",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+ping_to_event_seconds = Histogram(
+    "hotspot_ping_to_event_seconds",
+    "From a ping's Kafka timestamp to the sending of the geofence event it caused",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+units_tracked = Gauge("hotspot_units_tracked", "Units whose state this worker holds")
+units_present = Gauge(
+    "hotspot_units_present", "Units of this worker present in at least one hot spot"
+)
+hotspots_by_state = Gauge(
+    "hotspot_hotspots", "Hot spots whose coverage this worker owns, by state", ["state"]
+)
+
+_faust_metrics: FaustMetrics | None = None
 
 
-def record(out: StageOutput) -> None:
+def faust_monitor() -> PrometheusMonitor:
+    """Faust's Prometheus sensor, on the default registry (created once per process)."""
+    global _faust_metrics
+    if _faust_metrics is None:
+        _faust_metrics = FaustMetrics.create(REGISTRY, "faust")
+    return PrometheusMonitor(metrics=_faust_metrics)
+
+
+def record(out: StageOutput, sent_ms: int | None = None) -> None:
+    """Count a presence batch's outcomes, events and dead letters; ``sent_ms`` is when its
+    events were sent (for the ping-to-event latency)."""
     for outcome, count in out.outcomes.items():
         pings.labels(outcome).inc(count)
     for event in out.events:
         events.labels(getattr(event, "type", "dwell")).inc()
     for reason in out.dead_letter_reasons:
         dead_letters.labels(reason[:60]).inc()
-
-
-async def metrics_view(web: Any, request: Any) -> Any:
-    return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+    if sent_ms is None:
+        sent_ms = time.time_ns() // 1_000_000
+    for event, ping_ms in zip(out.events, out.event_record_ts, strict=True):
+        if ping_ms is not None and hasattr(event, "type"):
+            ping_to_event_seconds.observe(max(0, sent_ms - ping_ms) / 1000)
 
 
 def record_alerts(decided: list[Alert]) -> None:
     for alert in decided:
         alerts.labels(str(alert.type)).inc()
+
+
+def observe_view(part: dict[str, Any]) -> None:
+    """Set the gauges from this worker's part of the control-room view."""
+    units = part["units"]
+    units_tracked.set(len(units))
+    units_present.set(sum(1 for u in units if u["present_in"]))
+    states = Tally(h["state"] for h in part["hotspots"])
+    for state in HOTSPOT_STATES:
+        hotspots_by_state.labels(state).set(states.get(state, 0))
+
+
+def exposition(web: Any) -> Any:
+    return web.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])

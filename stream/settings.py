@@ -46,6 +46,12 @@ class Settings:
     clock: str = "live"
     web_port: int = 6066
     web_host: str = "127.0.0.1"
+    #: the URL other workers reach this one's web server at (default http://web_host:web_port)
+    web_url: str | None = None
+    #: base-map tiles for the control room's map, e.g. ``https://tile.example/{z}/{x}/{y}.png``;
+    #: None draws no base map (control rooms are often offline)
+    tile_url: str | None = None
+    tile_attribution: str = ""
     data_dir: Path = Path("./hotspot-data")
     app_id: str = "hotspot"
     partitions: int = 8

@@ -424,7 +424,7 @@ def test_snapshot_is_plain_json_and_round_trips() -> None:
     data = cov.to_dict()
     assert orjson.loads(orjson.dumps(data)) == data
     assert restored(cov).to_dict() == data
-    assert set(data) == {"v", "hotspot_id", "now_ms", "visits", "fired"}
+    assert set(data) == {"v", "hotspot_id", "now_ms", "since_ms", "visits", "fired"}
 
 
 def test_snapshot_of_another_version_is_refused() -> None:

@@ -1,0 +1,135 @@
+"""What the control room shows for a hot spot: its state now, its window and who is there.
+
+A status is derived from a coverage ledger and a clock value, never stored. The states, most
+urgent first:
+
+- ``gap``: the latest window ended (within the last hour) with coverage short of required (a
+  window that ended before the ledger began to watch is not judged, as for the alerts);
+- ``at_risk``: in a window, short, no eligible unit present, and either the ``at_risk`` alert
+  has fired or the window ends within (required - covered) + lead (contract §4 "at_risk");
+- ``pending``: in a window, short, not yet at risk;
+- ``covered``: a unit is present now (an eligible one, when a window is open);
+- ``met``: the window (current, or ended within the last hour) has its required minutes;
+- ``idle``: outside any window and nobody present.
+
+``urgency`` orders the board: the state's rank, plus for window states the share of the remaining
+time that the shortfall needs (0..0.99), so of two hot spots at risk the one needing more of what
+is left comes first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from geofences.coverage import HotspotCoverage
+from geofences.timefmt import format_ms
+from geofences.windows import WindowInstance, instances_between
+
+HotspotState = Literal["covered", "met", "at_risk", "gap", "pending", "idle"]
+
+#: how long an ended window's outcome (met or gap) stays the hot spot's state
+RECENT_MS = 60 * 60_000
+_RANK: dict[HotspotState, float] = {
+    "gap": 5.0,
+    "at_risk": 4.0,
+    "pending": 3.0,
+    "covered": 2.0,
+    "met": 1.0,
+    "idle": 0.0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PresentUnit:
+    unit_id: str
+    unit_type: str
+    enter_ms: int
+    last_inside_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class HotspotStatus:
+    hotspot_id: str
+    state: HotspotState
+    now_ms: int
+    window: WindowInstance | None
+    covered_ms: int
+    present: tuple[PresentUnit, ...]
+    urgency: float
+
+    @property
+    def minutes_left(self) -> float | None:
+        if self.window is None:
+            return None
+        return max(0.0, (self.window.end_ms - self.now_ms) / 60_000)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        window = self.window
+        return {
+            "id": self.hotspot_id,
+            "state": self.state,
+            "window": None
+            if window is None
+            else {
+                "start": format_ms(window.start_ms),
+                "end": format_ms(window.end_ms),
+                "required_minutes": window.required_minutes,
+                "covered_minutes": round(self.covered_ms / 60_000, 2),
+                "min_visit_minutes": window.min_visit_minutes,
+                "unit_types": None if window.unit_types is None else sorted(window.unit_types),
+                "minutes_left": round(self.minutes_left or 0.0, 2),
+            },
+            "present": [
+                {"unit_id": p.unit_id, "unit_type": p.unit_type, "enter_ts": format_ms(p.enter_ms)}
+                for p in self.present
+            ],
+            "urgency": round(self.urgency, 4),
+        }
+
+
+def _need(window: WindowInstance, covered_ms: int, now_ms: int) -> float:
+    """The share of the window's remaining time that its shortfall needs, 0..0.99."""
+    short = max(0, window.required_ms - covered_ms)
+    if short == 0:
+        return 0.0
+    left = max(window.end_ms - now_ms, 60_000)
+    return min(short / left, 0.99)
+
+
+def hotspot_status(ledger: HotspotCoverage, now_ms: int, lead_ms: int) -> HotspotStatus:
+    """The hot spot's state at ``now_ms``, from its ledger (see the module docstring)."""
+    present = tuple(PresentUnit(*visit) for visit in ledger.open_visits())
+    nearby = instances_between(
+        ledger.hotspot_id, ledger.windows, ledger.tz_name, now_ms - RECENT_MS, now_ms + 1
+    )
+    current = [i for i in nearby if i.start_ms <= now_ms < i.end_ms]
+    watched_from = ledger.since_ms if ledger.since_ms is not None else now_ms
+    grace_ms = ledger.settings.grace_ms
+    ended = [i for i in nearby if i.end_ms <= now_ms and i.end_ms + grace_ms >= watched_from]
+
+    def result(state: HotspotState, window: WindowInstance | None, covered: int) -> HotspotStatus:
+        urgency = _RANK[state] + (0.0 if window is None else _need(window, covered, now_ms))
+        return HotspotStatus(ledger.hotspot_id, state, now_ms, window, covered, present, urgency)
+
+    if current:
+        coverage = {i.key: ledger.covered_ms(i) for i in current}
+        short = [i for i in current if coverage[i.key] < i.required_ms]
+        window = min(short or current, key=lambda i: (i.end_ms, i.key))
+        covered = coverage[window.key]
+        fired = ledger.fired(window.key)
+        if any(window.eligible(p.unit_type) for p in present):
+            return result("covered", window, covered)
+        if covered >= window.required_ms or "met" in fired:
+            return result("met", window, covered)
+        if "at_risk" in fired or window.end_ms - now_ms <= window.required_ms - covered + lead_ms:
+            return result("at_risk", window, covered)
+        return result("pending", window, covered)
+    if present:
+        return result("covered", None, 0)
+    if ended:
+        window = max(ended, key=lambda i: (i.end_ms, i.key))
+        covered = ledger.covered_ms(window)
+        met = covered >= window.required_ms or "met" in ledger.fired(window.key)
+        return result("met" if met else "gap", window, covered)
+    return result("idle", None, 0)

@@ -207,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=float, default=None, help="stop after this many real seconds"
     )
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="do not open the control room in a web browser (never opened without a display)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     replay = sub.add_parser("replay", help="publish pings from a JSONL or CSV file")

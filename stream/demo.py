@@ -8,7 +8,8 @@
 3. runs :class:`stream.simulator.PatrolSimulator` over the packaged Leicester hot spots and
    publishes its pings to ``pings``, keyed by ``unit_id``, as they come due;
 4. prints a line per event it reads back from ``geofence-events``, ``dwell-events`` and
-   ``coverage-alerts``;
+   ``coverage-alerts``, and opens the control room (``http://127.0.0.1:<web-port>/``) in a
+   browser when there is a display (``--no-browser`` not to);
 5. on Ctrl-C, SIGTERM or after ``--duration`` real seconds stops the worker (SIGTERM, then waits),
    then the broker. If the worker dies, its last log lines are shown and the exit code is 1.
 
@@ -44,6 +45,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import webbrowser
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -166,6 +169,8 @@ class Demo:
             if not await self.wait_ready():
                 return 1 if self.worker_failed else 0
             self.banner()
+            if not self.args.no_browser and has_display():
+                webbrowser.open(self.control_room_url())
             tasks = [
                 asyncio.create_task(self.publish_loop(), name="publish"),
                 asyncio.create_task(self.feed_loop(), name="feed"),
@@ -217,12 +222,18 @@ class Demo:
                     await asyncio.wait_for(self.stop.wait(), 0.5)
         return False
 
+    def control_room_url(self) -> str:
+        """The page's URL; with the token in it when ``HOTSPOT_WEB_TOKEN`` guards the page."""
+        token = os.environ.get("HOTSPOT_WEB_TOKEN")
+        query = f"?token={urllib.parse.quote(token)}" if token else ""
+        return f"http://127.0.0.1:{self.args.web_port}/{query}"
+
     def banner(self) -> None:
         web = f"http://127.0.0.1:{self.args.web_port}"
         _say()
         _say("hotspot demo")
         _say(f"  broker        {self.broker.url}   (embedded tansu, memory only)")
-        _say(f"  control room  {web}/")
+        _say(f"  control room  {self.control_room_url()}")
         _say(f"  metrics       {web}/metrics")
         _say("  events        geofence-events, dwell-events, coverage-alerts, pings-dlq")
         _say(
@@ -364,6 +375,14 @@ def _event_ms(raw: bytes | None) -> int:
         event = orjson.loads(raw or b"")
         return parse_rfc3339_ms(event.get("ts") or event.get("exit_ts"))
     return 0
+
+
+def has_display() -> bool:
+    """Whether a graphical browser can open here (on a bare terminal ``webbrowser`` would start
+    a text browser in the demo's own terminal)."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def loop_time() -> float:

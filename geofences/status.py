@@ -20,9 +20,11 @@ is left comes first.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from geofences.coverage import HotspotCoverage
+from geofences.hotspots import Window
 from geofences.timefmt import format_ms
 from geofences.windows import WindowInstance, instances_between
 
@@ -97,12 +99,25 @@ def _need(window: WindowInstance, covered_ms: int, now_ms: int) -> float:
     return min(short / left, 0.99)
 
 
+@lru_cache(maxsize=8192)
+def _instances_near(
+    hotspot_id: str, windows: tuple[Window, ...], tz_name: str, minute: int
+) -> tuple[WindowInstance, ...]:
+    """Instances overlapping the recent hour up to the end of ``minute`` (a superset of what a
+    status within that minute needs; cached, since screens ask every second)."""
+    start = minute * 60_000
+    return tuple(instances_between(hotspot_id, windows, tz_name, start - RECENT_MS, start + 60_000))
+
+
 def hotspot_status(ledger: HotspotCoverage, now_ms: int, lead_ms: int) -> HotspotStatus:
     """The hot spot's state at ``now_ms``, from its ledger (see the module docstring)."""
     present = tuple(PresentUnit(*visit) for visit in ledger.open_visits())
-    nearby = instances_between(
-        ledger.hotspot_id, ledger.windows, ledger.tz_name, now_ms - RECENT_MS, now_ms + 1
-    )
+    minute = now_ms // 60_000
+    nearby = [
+        i
+        for i in _instances_near(ledger.hotspot_id, ledger.windows, ledger.tz_name, minute)
+        if i.start_ms <= now_ms and i.end_ms > now_ms - RECENT_MS
+    ]
     current = [i for i in nearby if i.start_ms <= now_ms < i.end_ms]
     watched_from = ledger.since_ms if ledger.since_ms is not None else now_ms
     grace_ms = ledger.settings.grace_ms

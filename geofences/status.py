@@ -59,6 +59,8 @@ class HotspotStatus:
     covered_ms: int
     present: tuple[PresentUnit, ...]
     urgency: float
+    #: when no window is current or recent: the next one to start (within a week), if any
+    next_window: WindowInstance | None = None
 
     @property
     def minutes_left(self) -> float | None:
@@ -87,6 +89,13 @@ class HotspotStatus:
                 for p in self.present
             ],
             "urgency": round(self.urgency, 4),
+            "next_window": None
+            if self.next_window is None
+            else {
+                "start": format_ms(self.next_window.start_ms),
+                "end": format_ms(self.next_window.end_ms),
+                "required_minutes": self.next_window.required_minutes,
+            },
         }
 
 
@@ -109,6 +118,16 @@ def _instances_near(
     return tuple(instances_between(hotspot_id, windows, tz_name, start - RECENT_MS, start + 60_000))
 
 
+@lru_cache(maxsize=8192)
+def _next_instance(
+    hotspot_id: str, windows: tuple[Window, ...], tz_name: str, minute: int
+) -> WindowInstance | None:
+    """The first instance starting after ``minute``, within a week (cached per minute)."""
+    start = (minute + 1) * 60_000
+    upcoming = instances_between(hotspot_id, windows, tz_name, start, start + 7 * 86_400_000)
+    return next((i for i in upcoming if i.start_ms >= start), None)
+
+
 def hotspot_status(ledger: HotspotCoverage, now_ms: int, lead_ms: int) -> HotspotStatus:
     """The hot spot's state at ``now_ms``, from its ledger (see the module docstring)."""
     present = tuple(PresentUnit(*visit) for visit in ledger.open_visits())
@@ -125,7 +144,14 @@ def hotspot_status(ledger: HotspotCoverage, now_ms: int, lead_ms: int) -> Hotspo
 
     def result(state: HotspotState, window: WindowInstance | None, covered: int) -> HotspotStatus:
         urgency = _RANK[state] + (0.0 if window is None else _need(window, covered, now_ms))
-        return HotspotStatus(ledger.hotspot_id, state, now_ms, window, covered, present, urgency)
+        upcoming = (
+            _next_instance(ledger.hotspot_id, ledger.windows, ledger.tz_name, minute)
+            if window is None
+            else None
+        )
+        return HotspotStatus(
+            ledger.hotspot_id, state, now_ms, window, covered, present, urgency, upcoming
+        )
 
     if current:
         coverage = {i.key: ledger.covered_ms(i) for i in current}

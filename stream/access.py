@@ -1,7 +1,8 @@
 """Who may see the control room: a bearer token, basic auth, or (when neither is set) anyone.
 
-The page, the JSON API and the event stream are guarded; ``/healthz`` and ``/metrics`` are not
-(probes and Prometheus scrapers, and neither carries a position or a unit id). ``EventSource``
+The page, the JSON API and the event stream are guarded; ``/healthz``, ``/metrics`` and the page's
+static code are not (probes, Prometheus scrapers and script tags; none carries a position or a
+unit id). ``EventSource``
 cannot send headers, so the token is also accepted as the ``token`` query parameter.
 """
 

@@ -118,7 +118,14 @@ class ControlRoom:
             at = ledger.now_ms if now_ms is None else now_ms
             if at is None:
                 result.append(
-                    {"id": hotspot_id, "state": "idle", "window": None, "present": [], "urgency": 0}
+                    {
+                        "id": hotspot_id,
+                        "state": "idle",
+                        "window": None,
+                        "present": [],
+                        "urgency": 0,
+                        "next_window": None,
+                    }
                 )
                 continue
             result.append(hotspot_status(ledger, at, lead_ms).to_json_dict())
@@ -185,6 +192,7 @@ class ControlRoom:
                     "window": None,
                     "present": [],
                     "urgency": 0,
+                    "next_window": None,
                 }
                 hotspots.append({**status, "name": self.names[hotspot_id], "geometry": geometry})
             view = {
@@ -245,6 +253,8 @@ class ControlRoom:
             return web.bytes((STATIC / "index.html").read_bytes(), content_type="text/html")
 
         async def static(web: Any, request: Any, path: str) -> Any:
+            """The page's code and styles: no data, so not guarded (the token of a page opened
+            as ``/?token=`` does not reach the requests for its scripts)."""
             target = (STATIC / path).resolve()
             if not target.is_relative_to(STATIC.resolve()) or not target.is_file():
                 return web.json({"error": "not found"}, status=404)
@@ -294,7 +304,7 @@ class ControlRoom:
             return await self._event_stream(request, app)
 
         app.page("/")(guarded(index))
-        app.page("/static/{path:.+}")(guarded(static))
+        app.page("/static/{path:.+}")(static)
         app.page("/api/config")(guarded(config))
         app.page("/api/local")(guarded(local))
         app.page("/api/hotspots")(guarded(hotspots))

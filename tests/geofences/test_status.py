@@ -22,6 +22,18 @@ def test_idle_outside_any_window_with_nobody_there() -> None:
     assert status_at(ledger(), "09:00") == "idle"
 
 
+def test_idle_says_when_the_next_window_starts() -> None:
+    status = hotspot_status(ledger(window(start="14:00", end="15:00")), at("09:00"), LEAD)
+    assert status.to_json_dict()["next_window"] == {
+        "start": "2026-11-22T14:00:00.000Z",
+        "end": "2026-11-22T15:00:00.000Z",
+        "required_minutes": 40.0,
+    }
+    late = hotspot_status(ledger(window(start="14:00", end="15:00")), at("16:30"), LEAD)
+    assert late.next_window is not None and late.next_window.start_ms == at("14:00", "2026-11-23")
+    assert hotspot_status(ledger(), at("14:30"), LEAD).next_window is None
+
+
 def test_pending_in_a_window_with_time_to_spare() -> None:
     status = hotspot_status(ledger(), at("14:30"), LEAD)
     assert status.state == "pending"

@@ -491,7 +491,21 @@ function fillRow(row, item) {
       ),
     );
   } else {
-    parts.push(h("div", { class: "row-window muted" }, "No patrol window now"));
+    const next = item.next_window;
+    const nextStart = next ? parseTs(next.start) : null;
+    const sameDay =
+      nextStart !== null && nowMs !== null && fmt.day.format(nextStart) === fmt.day.format(nowMs);
+    const when =
+      nextStart === null ? null : sameDay ? hm(next.start) : `${fmt.day.format(nextStart)} ${hm(next.start)}`;
+    parts.push(
+      h(
+        "div",
+        { class: "row-window muted" },
+        when
+          ? `No patrol window now · next ${when}–${hm(next.end)}, ${Number(next.required_minutes) || 0} min required`
+          : "No patrol window now",
+      ),
+    );
   }
 
   if (present.length) {

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from itertools import chain
 from typing import Any
 
 import faust
@@ -19,8 +20,14 @@ from geofences.index import HotSpotIndex
 from stream import metrics
 from stream.access import Access
 from stream.control_room import ControlRoom
-from stream.coverage_stage import CoverageOutput, CoverageStage, clock_message
+from stream.coverage_stage import (
+    CoverageOutput,
+    CoverageStage,
+    clock_message,
+    update_messages,
+)
 from stream.feed import Feed, read_outputs
+from stream.outbox import Outgoing, outbox_of
 from stream.presence_stage import Message, PresenceStage, Record, StageOutput
 from stream.settings import Settings
 from stream.topics import TopicPlan
@@ -33,12 +40,13 @@ RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 
 def as_records(events: Iterable[Any]) -> list[Record]:
     """Faust events as the stages' plain records."""
-    return [
-        Record(
-            e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value
-        )
-        for e in events
-    ]
+    records = []
+    for e in events:
+        m = e.message
+        ts = m.timestamp  # Faust gives seconds as a float
+        ts_ms = None if ts is None else round(ts * 1000)
+        records.append(Record(m.topic, m.partition, m.offset, m.key, m.value, ts_ms))
+    return records
 
 
 def wall_clock_ms() -> int:
@@ -98,6 +106,7 @@ class Processor:
             broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
             consumer_auto_offset_reset="earliest",
             producer_linger=0.005,
+            producer_max_batch_size=512 * 1024,  # one record batch per partition per publish
             table_standby_replicas=0,
             logging_config=None,
         )
@@ -242,39 +251,59 @@ class Processor:
             await self._send_all(self.assignments_dlq_topic, dead)
 
     async def publish_coverage(self, out: CoverageOutput) -> None:
-        await self._send_all(self.alerts_topic, out.alerts)
-        await self._send_all(self.dlq_topic, out.dead_letters)
-        self._write(self.coverage_table, out.writes.items())
+        await outbox_of(self.app).send(
+            chain(
+                self._outgoing(self.alerts_topic, out.alerts),
+                self._outgoing(self.dlq_topic, out.dead_letters),
+                self._write(self.coverage_table, out.writes.items()),
+            )
+        )
         metrics.record_alerts(out.decided)
 
+    async def _send_all(self, topic: Any, messages: Iterable[Message]) -> None:
+        await outbox_of(self.app).send(self._outgoing(topic, messages))
+
     @staticmethod
-    async def _send_all(topic: Any, messages: Iterable[Message]) -> None:
-        for key, value in messages:
-            await topic.send(key=key, value=value)
+    def _outgoing(topic: Any, messages: Iterable[Message]) -> Iterator[Outgoing]:
+        name = topic.get_topic_name()
+        return ((name, key, value, None) for key, value in messages)
 
     async def publish(self, out: StageOutput) -> None:
-        """Send a stage's output: dead letters, re-keyed pings, events, then state changes."""
-        await self._send_all(self.dlq_topic, out.dead_letters)
-        await self._send_all(self.rekeyed_topic, out.rekeyed)
-        await self._send_all(self.geofence_topic, out.geofence_events)
-        await self._send_all(self.dwell_topic, out.dwell_events)
-        await self._send_all(
-            self.visit_topic, [(u.hotspot_id.encode(), u.encode()) for u in out.visit_updates]
+        """Send a stage's output (dead letters, re-keyed pings, events, visit updates, state
+        changes) at once, one record batch per topic partition (stream/outbox.py)."""
+        visit_topic = self.visit_topic.get_topic_name()
+        await outbox_of(self.app).send(
+            chain(
+                self._outgoing(self.dlq_topic, out.dead_letters),
+                self._outgoing(self.rekeyed_topic, out.rekeyed),
+                self._outgoing(self.geofence_topic, out.geofence_events),
+                self._outgoing(self.dwell_topic, out.dwell_events),
+                (
+                    (visit_topic, None, message, partition)
+                    for partition, message in update_messages(
+                        out.visit_updates, self.coverage.partition_of
+                    )
+                ),
+                self._write(self.table, out.writes.items()),
+            )
         )
-        self._write(self.table, out.writes.items())
         metrics.record(out)
 
     @staticmethod
-    def _write(table: Any, writes: Iterable[tuple[bytes, tuple[int, bytes]]]) -> None:
-        """Write table entries with an explicit changelog partition (the key's own).
+    def _write(table: Any, writes: Iterable[tuple[bytes, tuple[int, bytes]]]) -> list[Outgoing]:
+        """Write table entries; returns their changelog messages, each with an explicit
+        partition (the key's own), for the caller to send.
 
         Faust's ``table[key] = value`` takes the partition from the current event, which a
         batch or a timer does not have; each stage knows its keys' partitions, so we say it.
         """
         data = table.data
+        changelog = table.changelog_topic.get_topic_name()
+        messages: list[Outgoing] = []
         for key, (partition, value) in writes:
             data[key] = value
-            table.send_changelog(partition, key, value)
+            messages.append((changelog, key, value, partition))
+        return messages
 
     # -- clock and rebalancing -----------------------------------------------------------
 
@@ -300,6 +329,15 @@ class Processor:
         self._idle.clear()
 
     async def _on_rebalance_complete(self, app: faust.App, **_: Any) -> None:
+        # Faust (0.15.3, Recovery.on_recovery_completed) sends this signal, then resumes the
+        # stream partitions and only then seeks them to their committed offsets, with the
+        # flow still running since changelog recovery. Records fetched from a newly assigned
+        # partition's old position were processed meanwhile and committed (moving the group's
+        # offset back); the seek then left a hole in the acked offsets, after which Faust never
+        # committed that partition again, and records in flight around the seek were dropped
+        # (tests/stream/test_scale_out.py). Stop the flow here: Faust resumes it right after
+        # the seek, and a fetch that returns while it is stopped seeks to committed itself.
+        app.consumer.stop_flow()
         owned = self._owned_partitions()
         self.stage.forget_partitions(set(range(self.plan.partitions)))
         self.coverage.forget()

@@ -10,7 +10,7 @@ broadcasts to every partition of the internal topic after each batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ from geofences.coverage import Alert, CoverageSettings, HotspotCoverage
 from geofences.errors import InvalidAssignment
 from geofences.hotspots import HotSpotCollection, Window, parse_window
 from geofences.windows import add_window, parse_assignment, window_to_obj
-from stream.presence_stage import Message, Record, dead_letter
+from stream.presence_stage import Message, Record, VisitUpdate, dead_letter
 
 _partitioner = DefaultPartitioner()
 
@@ -30,6 +30,22 @@ def partition_for(key: bytes, partitions: int) -> int:
     """The partition the producer's default partitioner (murmur2, as Kafka's) picks for ``key``."""
     every = list(range(partitions))
     return int(_partitioner(key, every, every))
+
+
+def update_messages(
+    updates: Sequence[VisitUpdate], partition_of: Mapping[str, int]
+) -> list[tuple[int, bytes]]:
+    """A batch's visit updates as one message per coverage partition, each keeping the updates'
+    order: ``["updates", [[hotspot_id, kind, unit_id, unit_type, ts_ms, enter_ms], ...]]``.
+
+    One Faust event per partition and batch instead of one per update: the coverage agent's cost
+    is per event, and a batch of pings inside hot spots makes almost as many updates as pings."""
+    grouped: dict[int, list[list[Any]]] = {}
+    for u in updates:
+        grouped.setdefault(partition_of[u.hotspot_id], []).append(
+            [u.hotspot_id, u.kind, u.unit_id, u.unit_type, u.ts_ms, u.enter_ms]
+        )
+    return [(p, orjson.dumps(["updates", entries])) for p, entries in sorted(grouped.items())]
 
 
 def clock_message(parts: dict[str, int], first_ms: int | None) -> bytes:
@@ -217,20 +233,11 @@ class CoverageStage:
                         parts[part] = ts_ms
                         clock_moved.add(record.partition)
                 continue
-            hotspot_id = (record.key or b"").decode()
-            if hotspot_id not in self.file_windows:
+            if kind == "updates":
+                for hotspot_id, *update in message[1]:
+                    self._take(hotspot_id, update, load, live_now_ms, touched)
                 continue
-            ledger = self.ledger(hotspot_id, load)
-            touched.add(hotspot_id)
-            if kind == "assign":
-                window = parse_window(message[1], "assignment")
-                self.assigned[hotspot_id] = add_window(self.assigned[hotspot_id], window)
-                ledger.set_windows(self._windows(hotspot_id, self.assigned[hotspot_id]))
-                continue
-            if live_now_ms is None:
-                self.pending[hotspot_id].append(message)
-            else:
-                self._apply(ledger, message)
+            self._take((record.key or b"").decode(), message, load, live_now_ms, touched)
 
         if live_now_ms is not None:
             for hotspot_id in sorted(touched):
@@ -246,6 +253,29 @@ class CoverageStage:
             if hotspot_id in self.ledgers:
                 self._persist(hotspot_id, out)
         return out
+
+    def _take(
+        self,
+        hotspot_id: str,
+        message: list[Any],
+        load: Callable[[bytes], bytes | None],
+        live_now_ms: int | None,
+        touched: set[str],
+    ) -> None:
+        """One update (``[kind, unit_id, unit_type, ts_ms, enter_ms]``) or assignment for a
+        hot spot: applied now (live), or kept until the watermark passes it (event)."""
+        if hotspot_id not in self.file_windows:
+            return
+        ledger = self.ledger(hotspot_id, load)
+        touched.add(hotspot_id)
+        if message[0] == "assign":
+            window = parse_window(message[1], "assignment")
+            self.assigned[hotspot_id] = add_window(self.assigned[hotspot_id], window)
+            ledger.set_windows(self._windows(hotspot_id, self.assigned[hotspot_id]))
+        elif live_now_ms is None:
+            self.pending[hotspot_id].append(message)
+        else:
+            self._apply(ledger, message)
 
     def route_assignments(self, records: Sequence[Record]) -> tuple[list[Message], list[Message]]:
         """Validate ``assignments`` records: (re-keyed internal messages, dead letters)."""

@@ -9,6 +9,7 @@ changelog table and an index of signal-loss deadlines. It knows nothing of Faust
 from __future__ import annotations
 
 import base64
+import heapq
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ class Record(NamedTuple):
     offset: int
     key: bytes | None
     value: bytes | None
+    #: the Kafka record timestamp, epoch milliseconds (for ping-to-event latency)
+    timestamp_ms: int | None = None
 
 
 Message = tuple[bytes | None, bytes]
@@ -74,6 +77,9 @@ class StageOutput:
     outcomes: Counter[str] = field(default_factory=Counter)
     dead_letter_reasons: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    #: aligned with ``events``: the record timestamp of the ping that caused each one (``None``
+    #: for events the clock caused)
+    event_record_ts: list[int | None] = field(default_factory=list)
     #: keep only the latest of consecutive "inside" updates of a visit (live clock only: in
     #: event time, coverage decides at each fix's own ts, so every fix must reach it)
     coalesce_inside: bool = False
@@ -114,7 +120,9 @@ def dead_letter(record: Record, error: str) -> bytes:
 def encode_state(state: UnitState, partition: int) -> bytes:
     snapshot: dict[str, Any] = state.to_dict()
     snapshot["p"] = partition
-    return orjson.dumps(snapshot)
+    # orjson's result keeps its 4 KiB output buffer; the table keeps this value for as long as
+    # the unit is tracked, so it gets a right-sized copy (~130 B: 30x less memory per unit).
+    return bytes(memoryview(orjson.dumps(snapshot)))
 
 
 def decode_state(raw: bytes) -> tuple[UnitState, int]:
@@ -146,16 +154,23 @@ class PresenceStage:
         settings: PresenceSettings,
         pings_topic: str,
         coalesce_inside: bool = False,
+        checkpoint_ms: int = 60_000,
     ) -> None:
         self.coalesce_inside = coalesce_inside
+        self.checkpoint_ms = checkpoint_ms
         self.index = index
         self.settings = settings
         self.pings_topic = pings_topic
         self.known_hotspots = frozenset(index.ids)
         self.states: dict[str, UnitState] = {}
         self.partition_of: dict[str, int] = {}
+        #: unit -> ``last_ms`` of the state last written to (or restored from) the changelog.
+        self.written_ms: dict[str, int | None] = {}
         #: partition -> unit -> clock time after which its open visits are lost.
         self.deadlines: dict[int, dict[str, int]] = {}
+        #: partition -> heap of (deadline, unit), some superseded: ``expire`` looks at the due
+        #: ones only, not at every unit, after each batch.
+        self._due: dict[int, list[tuple[int, str]]] = {}
         #: (topic, partition) -> largest ping ts delivered there (the event-time watermark's parts).
         self.partition_max_ts: dict[tuple[str, int], int] = {}
         #: the earliest ping ts this worker has seen: where event time began for it.
@@ -170,6 +185,7 @@ class PresenceStage:
             if raw is not None:
                 state, partition = decode_state(raw)
                 self._remember(unit_id, state, partition)
+                self.written_ms[unit_id] = state.last_ms
         return state
 
     def _remember(self, unit_id: str, state: UnitState, partition: int) -> None:
@@ -182,8 +198,13 @@ class PresenceStage:
         by_unit = self.deadlines.setdefault(partition, {})
         if deadline is None:
             by_unit.pop(unit_id, None)
-        else:
+        elif by_unit.get(unit_id) != deadline:
             by_unit[unit_id] = deadline
+            heap = self._due.setdefault(partition, [])
+            heapq.heappush(heap, (deadline, unit_id))
+            if len(heap) > 2 * len(by_unit) + 1024:  # drop entries superseded since
+                heap[:] = [(d, u) for u, d in by_unit.items()]
+                heapq.heapify(heap)
 
     def restore(self, items: Iterable[tuple[bytes, bytes]], partitions: Collection[int]) -> int:
         """Load states recovered from the changelog for ``partitions``; returns how many."""
@@ -191,7 +212,9 @@ class PresenceStage:
         for key, raw in items:
             state, partition = decode_state(raw)
             if partition in partitions:
-                self._remember(key.decode(), state, partition)
+                unit_id = key.decode()
+                self._remember(unit_id, state, partition)
+                self.written_ms[unit_id] = state.last_ms
                 count += 1
         return count
 
@@ -199,10 +222,12 @@ class PresenceStage:
         """Drop cached state of partitions this worker no longer owns."""
         for partition in partitions:
             self.deadlines.pop(partition, None)
+            self._due.pop(partition, None)
         gone = [u for u, p in self.partition_of.items() if p in partitions]
         for unit_id in gone:
             del self.states[unit_id]
             del self.partition_of[unit_id]
+            self.written_ms.pop(unit_id, None)
         for tp in [tp for tp in self.partition_max_ts if tp[1] in partitions]:
             del self.partition_max_ts[tp]
 
@@ -225,13 +250,29 @@ class PresenceStage:
         """Signal loss noticed by the clock, for units of ``partitions``."""
         out = out or StageOutput(coalesce_inside=self.coalesce_inside)
         for partition in partitions:
-            due = [u for u, d in self.deadlines.get(partition, {}).items() if now_ms > d]
+            heap = self._due.get(partition)
+            by_unit = self.deadlines.get(partition, {})
+            due = set()
+            while heap and heap[0][0] < now_ms:
+                deadline, unit_id = heapq.heappop(heap)
+                if by_unit.get(unit_id) == deadline:
+                    due.add(unit_id)
             for unit_id in sorted(due):
                 state, events = expire(unit_id, self.states[unit_id], now_ms, self.settings)
-                self._commit(unit_id, state, partition, events, out)
+                self._commit(unit_id, state, partition, events, out, None)
         return out
 
     # -- pings --------------------------------------------------------------------------------
+
+    def _stale(self, unit_id: str, state: UnitState) -> bool:
+        if unit_id not in self.written_ms:
+            return True
+        written = self.written_ms[unit_id]
+        return (
+            written is None
+            or state.last_ms is None
+            or state.last_ms - written >= self.checkpoint_ms
+        )
 
     def _commit(
         self,
@@ -240,13 +281,28 @@ class PresenceStage:
         partition: int,
         events: Sequence[Event],
         out: StageOutput,
+        record_ts: int | None,
+        type_changed: bool = True,
     ) -> None:
+        """Cache the unit's new state, queue its events, and write the state when it must be.
+
+        Written: while the unit has open visits (signal loss after a restart counts from the
+        stored ``last_ms``, so it must be exact), on every event and unit type change, and
+        otherwise once the stored ``last_ms`` is ``checkpoint_ms`` of event time behind. A
+        restored state of a unit without visits may thus be up to ``checkpoint_ms`` old; its
+        pings since then are either redelivered (and replayed to the same result) or only move
+        ``last_ms``, which decides nothing but whether a late ping is late (README: Performance).
+        """
+        moved = self.partition_of.get(unit_id) != partition
         self._remember(unit_id, state, partition)
-        out.writes[unit_id.encode()] = (partition, encode_state(state, partition))
+        if moved or state.visits or events or type_changed or self._stale(unit_id, state):
+            self.written_ms[unit_id] = state.last_ms
+            out.writes[unit_id.encode()] = (partition, encode_state(state, partition))
         for event in events:
             key = event.hotspot_id.encode()
             payload = orjson.dumps(event.to_json_dict())
             out.events.append(event)
+            out.event_record_ts.append(record_ts)
             if isinstance(event, DwellEvent):
                 out.dwell_events.append((key, payload))
             else:
@@ -312,7 +368,13 @@ class PresenceStage:
             out.outcomes[result.outcome.value] += 1
             if result.state is not state or removed:
                 self._commit(
-                    ping.unit_id, result.state, record.partition, removed + result.events, out
+                    ping.unit_id,
+                    result.state,
+                    record.partition,
+                    removed + result.events,
+                    out,
+                    record.timestamp_ms,
+                    state is None or state.unit_type != result.state.unit_type,
                 )
             for hotspot_id in result.still_inside:
                 visit = result.state.visits[hotspot_id]

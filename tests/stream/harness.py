@@ -106,6 +106,43 @@ def values(records: Sequence[Any]) -> list[dict[str, Any]]:
     return [orjson.loads(r.value) for r in records]
 
 
+async def _committed(bootstrap: str, group_id: str, topic: str) -> dict[int, int]:
+    # a consumer of the group that never subscribes: it only asks the coordinator
+    # (AIOKafkaAdminClient's OffsetFetch does not decode Tansu's answer)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        result = {}
+        for partition in sorted(consumer.partitions_for_topic(topic) or ()):
+            offset = await consumer.committed(TopicPartition(topic, partition))
+            if offset is not None:
+                result[partition] = offset
+        return result
+    finally:
+        await consumer.stop()
+
+
+def committed(bootstrap: str, group_id: str, topic: str) -> dict[int, int]:
+    """The consumer group's committed offsets of ``topic``, by partition (the next offset the
+    group will read; a worker commits only once what it produced for the records before is
+    flushed)."""
+    return dict(run(_committed(bootstrap, group_id, topic)))
+
+
+def wait_until(predicate: Any, timeout_s: float = 60.0, interval_s: float = 0.3) -> bool:
+    """Poll ``predicate()`` until it is true or ``timeout_s`` passes; returns its last answer
+    (tests assert on the condition, never on how long it took)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return bool(predicate())
+        time.sleep(interval_s)
+
+
 @dataclass
 class Worker:
     """A ``hotspot worker`` subprocess."""
@@ -176,6 +213,34 @@ class Worker:
                 return
             time.sleep(0.2)
         raise RuntimeError(f"worker not ready within {timeout_s} s: {self.log_tail()}")
+
+    def units(self) -> list[dict[str, Any]]:
+        """The worker's own part of the view (``/api/local``): every unit whose partition it
+        owns. (``/api/units`` merges every worker's part.)"""
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.web_port}/api/local", timeout=5
+        ) as response:
+            return list(orjson.loads(response.read())["units"])
+
+    def units_view(self) -> list[dict[str, Any]]:
+        """The worker's ``/api/units``: every worker's units, merged."""
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.web_port}/api/units", timeout=5
+        ) as response:
+            return list(orjson.loads(response.read())["units"])
+
+    def restored_partitions(self) -> list[set[int]]:
+        """Partition sets of every rebalance the worker completed, oldest first, from its log
+        line ``presence: N unit states restored for partitions [...]``."""
+        if self.log_path is None or not self.log_path.exists():
+            return []
+        found = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            _, marker, rest = line.partition("unit states restored for partitions [")
+            if marker:
+                inside = rest.split("]", 1)[0]
+                found.append({int(p) for p in inside.split(",") if p.strip()})
+        return found
 
     def log_tail(self, lines: int = 30) -> str:
         if self.log_path is None or not self.log_path.exists():

@@ -224,6 +224,10 @@ class HotspotCoverage:
         self._changed: set[tuple[str, int]] = set()
         self._wake: int | None = None
         self._covered: dict[str, int] = {}
+        #: visit rows as last handed out by ``take_visit_changes`` (or restored)
+        self._saved: dict[tuple[str, int], tuple[Any, ...]] = {}
+        #: whether anything but the clock changed since then
+        self._unsaved = True
 
     # -- presence updates -------------------------------------------------------------------
 
@@ -243,6 +247,7 @@ class HotspotCoverage:
     def _touch(self, visit: _Visit) -> None:
         self._changed.add((visit.unit_id, visit.enter_ms))
         self._dirty = True
+        self._unsaved = True
 
     def visit_started(self, unit_id: str, unit_type: str, enter_ms: int) -> None:
         """A unit entered the hot spot at ``enter_ms`` (§4 Enter). Repeats are ignored.
@@ -319,6 +324,7 @@ class HotspotCoverage:
         if windows == self._windows:
             return
         self._windows = windows
+        self._unsaved = True
         self._instances = {}
         self._ordered = []
         self._gen_to_ms = None
@@ -432,6 +438,7 @@ class HotspotCoverage:
     ) -> Alert:
         end, flags = self._fired.get(instance.key, (instance.end_ms, ""))
         self._fired[instance.key] = (end, flags + _FLAG[alert_type])
+        self._unsaved = True
         return Alert(
             alert_id=window_alert_id(alert_type, instance.key),
             type=alert_type,
@@ -486,6 +493,7 @@ class HotspotCoverage:
         stale = [key for key, (end, _) in self._fired.items() if end + grace < now_ms]
         for key in stale:
             del self._fired[key]
+            self._unsaved = True
 
     def _prune(self, now_ms: int) -> None:
         horizon = now_ms - self.settings.retention_ms
@@ -497,6 +505,7 @@ class HotspotCoverage:
         stale = [k for k, v in self._visits.items() if not v.open and v.end_ms < horizon]
         for key in stale:
             del self._visits[key]
+            self._unsaved = True
             self._changed.discard(key)
 
     def _compute_wake(self, now_ms: int) -> int | None:
@@ -555,6 +564,7 @@ class HotspotCoverage:
                     continue
                 visit.marks.add(mark)
                 other.marks.add(mark)
+                self._unsaved = True
                 alerts.append(
                     Alert(
                         alert_id=co_patrol_alert_id(
@@ -572,7 +582,7 @@ class HotspotCoverage:
 
     # -- snapshot ---------------------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, with_visits: bool = True) -> dict[str, Any]:
         """The ledger's state as a plain JSON-able dict, stable and round-tripping exactly::
 
             {"v": 1, "hotspot_id": str, "now_ms": int | None, "since_ms": int | None,
@@ -583,18 +593,51 @@ class HotspotCoverage:
         open visit and the exit ts of an ended one. ``flags`` holds ``m`` (met), ``r`` (at_risk),
         ``g`` (gap) in firing order; ``fired`` is sorted by key. Windows are not included.
         """
-        visits = sorted(self._visits.values(), key=lambda v: (v.enter_ms, v.unit_id))
-        return {
+        snapshot: dict[str, Any] = {
             "v": SNAPSHOT_VERSION,
             "hotspot_id": self.hotspot_id,
             "now_ms": self._now,
             "since_ms": self._since,
-            "visits": [
+        }
+        if with_visits:
+            visits = sorted(self._visits.values(), key=lambda v: (v.enter_ms, v.unit_id))
+            snapshot["visits"] = [
                 [v.unit_id, v.unit_type, v.enter_ms, v.end_ms, v.open, sorted(v.marks)]
                 for v in visits
-            ],
-            "fired": {key: [end, flags] for key, (end, flags) in sorted(self._fired.items())},
-        }
+            ]
+        snapshot["fired"] = {key: [end, flags] for key, (end, flags) in sorted(self._fired.items())}
+        return snapshot
+
+    @property
+    def has_unsaved_changes(self) -> bool:
+        """Whether visits, fired alerts or windows changed since ``take_visit_changes``; a
+        clock that merely moved on is not a change worth writing: every instance that settles
+        or fires in between changes ``fired``, so a restored ledger with an older clock value
+        decides nothing twice."""
+        return self._unsaved
+
+    def take_visit_changes(
+        self,
+    ) -> tuple[dict[str, Any], list[list[Any]], list[tuple[str, int]]]:
+        """The snapshot in parts, for a store that keeps each visit under its own key: the
+        header (``to_dict`` without ``visits``), the visit rows changed since the last call (or
+        since ``from_dict``), and the (unit id, enter ms) of visits pruned since.
+
+        Writing only what changed keeps a write proportional to the updates, not to the ledger:
+        a busy hot spot holds a day of visits. ``from_dict(header | {"visits": rows})`` of the
+        latest header and rows restores the ledger."""
+        header = self.to_dict(with_visits=False)
+        changed: list[list[Any]] = []
+        current: dict[tuple[str, int], tuple[Any, ...]] = {}
+        for key, v in self._visits.items():
+            row = (v.unit_type, v.end_ms, v.open, tuple(sorted(v.marks)))
+            current[key] = row
+            if self._saved.get(key) != row:
+                changed.append([v.unit_id, v.unit_type, v.enter_ms, v.end_ms, v.open, list(row[3])])
+        removed = sorted(key for key in self._saved if key not in current)
+        self._saved = current
+        self._unsaved = False
+        return header, changed, removed
 
     @classmethod
     def from_dict(
@@ -627,6 +670,11 @@ class HotspotCoverage:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed coverage snapshot: {exc}") from exc
         ledger._changed = set(ledger._visits)
+        ledger._saved = {
+            key: (v.unit_type, v.end_ms, v.open, tuple(sorted(v.marks)))
+            for key, v in ledger._visits.items()
+        }
+        ledger._unsaved = False
         return ledger
 
 

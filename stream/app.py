@@ -234,12 +234,12 @@ class Processor:
 
     async def _coverage_agent(self, stream: faust.StreamT[Any]) -> None:
         s = self.settings
-        load = self.coverage_table.data.get
+        store = self.coverage_table.data
         async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
             records = as_records(events)
             live_now = wall_clock_ms() if s.clock == "live" else None
             out = self.coverage.process(
-                records, load, live_now, self._owned_partitions(self.plan.visit_updates)
+                records, store, live_now, self._owned_partitions(self.plan.visit_updates)
             )
             await self.publish_coverage(out)
 
@@ -290,10 +290,13 @@ class Processor:
         metrics.record(out)
 
     @staticmethod
-    def _write(table: Any, writes: Iterable[tuple[bytes, tuple[int, bytes]]]) -> list[Outgoing]:
+    def _write(
+        table: Any, writes: Iterable[tuple[bytes, tuple[int, bytes | None]]]
+    ) -> list[Outgoing]:
         """Write table entries; returns their changelog messages, each with an explicit
         partition (the key's own), for the caller to send.
 
+        A value of None deletes the key (a tombstone in the changelog).
         Faust's ``table[key] = value`` takes the partition from the current event, which a
         batch or a timer does not have; each stage knows its keys' partitions, so we say it.
         """
@@ -301,7 +304,10 @@ class Processor:
         changelog = table.changelog_topic.get_topic_name()
         messages: list[Outgoing] = []
         for key, (partition, value) in writes:
-            data[key] = value
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
             messages.append((changelog, key, value, partition))
         return messages
 
@@ -321,7 +327,7 @@ class Processor:
             await self.publish(out)
         owned = self._owned_partitions(self.plan.visit_updates)
         await self.publish_coverage(
-            self.coverage.advance_all(now_ms, owned, self.coverage_table.data.get)
+            self.coverage.advance_all(now_ms, owned, self.coverage_table.data)
         )
 
     async def _on_revoked(self, app: faust.App, revoked: set[TP], **_: Any) -> None:

@@ -111,10 +111,10 @@ class ControlRoom:
         coverage = processor.coverage
         owned = processor._owned_partitions(processor.plan.visit_updates)
         lead_ms = coverage.settings.lead_ms
-        load = processor.coverage_table.data.get
+        store = processor.coverage_table.data
         result = []
         for hotspot_id in coverage.hotspots_of(owned):
-            ledger = coverage.ledger(hotspot_id, load)
+            ledger = coverage.ledger(hotspot_id, store)
             at = ledger.now_ms if now_ms is None else now_ms
             if at is None:
                 result.append(

@@ -10,7 +10,7 @@ broadcasts to every partition of the internal topic after each batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,12 +54,21 @@ def clock_message(parts: dict[str, int], first_ms: int | None) -> bytes:
     return orjson.dumps(["clock", parts, first_ms])
 
 
+#: table keys of visits start with a byte no hot spot id (a JSON string in the file) starts with
+VISIT_KEY_PREFIX = b"\x00"
+
+
+def visit_key(hotspot_id: str, unit_id: str, enter_ms: int) -> bytes:
+    """The coverage table key of one visit: it lives beside its hot spot's header entry."""
+    return VISIT_KEY_PREFIX + orjson.dumps([hotspot_id, unit_id, enter_ms])
+
+
 @dataclass
 class CoverageOutput:
     alerts: list[Message] = field(default_factory=list)
     dead_letters: list[Message] = field(default_factory=list)
-    #: hot spot key -> (partition, encoded state)
-    writes: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    #: table key -> (partition, encoded value, or None to delete): hot spot headers and visits
+    writes: dict[bytes, tuple[int, bytes | None]] = field(default_factory=dict)
     decided: list[Alert] = field(default_factory=list)
 
 
@@ -77,6 +86,9 @@ class CoverageStage:
         self.ledgers: dict[str, HotspotCoverage] = {}
         self.assigned: dict[str, tuple[Window, ...]] = {}
         self.written: dict[str, bytes] = {}
+        self._visit_rows: dict[str, list[list[Any]]] | None = None
+        #: hot spots whose pending updates changed since they were last written
+        self._pending_moved: set[str] = set()
         #: event mode: visit updates not yet reached by the watermark, per hot spot, in arrival order.
         self.pending: dict[str, list[list[Any]]] = {}
         #: per coverage partition: "topic:partition" of pings -> largest ts seen there (event
@@ -92,11 +104,11 @@ class CoverageStage:
     def hotspots_of(self, partitions: Collection[int]) -> list[str]:
         return sorted(h for h, p in self.partition_of.items() if p in partitions)
 
-    def ledger(self, hotspot_id: str, load: Callable[[bytes], bytes | None]) -> HotspotCoverage:
+    def ledger(self, hotspot_id: str, store: Mapping[bytes, bytes]) -> HotspotCoverage:
         ledger = self.ledgers.get(hotspot_id)
         if ledger is not None:
             return ledger
-        raw = load(hotspot_id.encode())
+        raw = store.get(hotspot_id.encode())
         assigned: tuple[Window, ...] = ()
         self.pending[hotspot_id] = []
         if raw is not None:
@@ -104,8 +116,11 @@ class CoverageStage:
             assigned = tuple(parse_window(w, "stored assignment") for w in snapshot["assigned"])
             self.pending[hotspot_id] = snapshot.get("pending", [])
             windows = self._windows(hotspot_id, assigned)
+            header = snapshot["ledger"]
+            if "visits" not in header:
+                header = {**header, "visits": self._stored_visits(store).pop(hotspot_id, [])}
             ledger = HotspotCoverage.from_dict(
-                snapshot["ledger"], windows, self.collection.timezone, self.settings
+                header, windows, self.collection.timezone, self.settings
             )
             self.written[hotspot_id] = raw
         else:
@@ -115,6 +130,19 @@ class CoverageStage:
         self.assigned[hotspot_id] = assigned
         self.ledgers[hotspot_id] = ledger
         return ledger
+
+    def _stored_visits(self, store: Mapping[bytes, bytes]) -> dict[str, list[list[Any]]]:
+        """Visit rows in the store by hot spot (read once after each rebalance)."""
+        if self._visit_rows is None:
+            self._visit_rows = {}
+            for key, raw in store.items():
+                if key[:1] == VISIT_KEY_PREFIX:
+                    hotspot_id, unit_id, enter_ms = orjson.loads(key[1:])
+                    unit_type, end_ms, is_open, marks = orjson.loads(raw)
+                    self._visit_rows.setdefault(hotspot_id, []).append(
+                        [unit_id, unit_type, enter_ms, end_ms, is_open, marks]
+                    )
+        return self._visit_rows
 
     def _windows(self, hotspot_id: str, assigned: Sequence[Window]) -> tuple[Window, ...]:
         windows = self.file_windows[hotspot_id]
@@ -127,18 +155,36 @@ class CoverageStage:
         self.assigned.clear()
         self.written.clear()
         self.pending.clear()
+        self._visit_rows = None
+        self._pending_moved.clear()
 
     def _persist(self, hotspot_id: str, out: CoverageOutput) -> None:
+        """Write what changed: the hot spot's header (clock, fired alerts, assignments, pending
+        updates) under its id, and each changed visit under its own key (pruned ones deleted).
+        Nothing when only the clock moved (see ``HotspotCoverage.has_unsaved_changes``)."""
         ledger = self.ledgers[hotspot_id]
+        if not ledger.has_unsaved_changes and hotspot_id not in self._pending_moved:
+            return
+        self._pending_moved.discard(hotspot_id)
+        header, changed, removed = ledger.take_visit_changes()
+        partition = self.partition_of[hotspot_id]
         encoded = orjson.dumps(
             {
-                "ledger": ledger.to_dict(),
+                "ledger": header,
                 "assigned": [window_to_obj(w) for w in self.assigned[hotspot_id]],
+                "pending": self.pending.get(hotspot_id, []),
             }
         )
         if self.written.get(hotspot_id) != encoded:
             self.written[hotspot_id] = encoded
-            out.writes[hotspot_id.encode()] = (self.partition_of[hotspot_id], encoded)
+            out.writes[hotspot_id.encode()] = (partition, encoded)
+        for unit_id, unit_type, enter_ms, end_ms, is_open, marks in changed:
+            out.writes[visit_key(hotspot_id, unit_id, enter_ms)] = (
+                partition,
+                orjson.dumps([unit_type, end_ms, is_open, marks]),
+            )
+        for unit_id, enter_ms in removed:
+            out.writes[visit_key(hotspot_id, unit_id, enter_ms)] = (partition, None)
 
     def _advance(self, hotspot_id: str, now_ms: int, out: CoverageOutput) -> None:
         for alert in self.ledgers[hotspot_id].advance(now_ms):
@@ -163,6 +209,8 @@ class CoverageStage:
         pending = sorted(self.pending[hotspot_id], key=lambda m: m[3])
         ready = [m for m in pending if m[3] <= watermark_ms]
         self.pending[hotspot_id] = [m for m in pending if m[3] > watermark_ms]
+        if ready:
+            self._pending_moved.add(hotspot_id)
         if ledger.now_ms is None:
             starts = [m[3] for m in ready] + [watermark_ms]
             if self.first_ms is not None:
@@ -192,12 +240,12 @@ class CoverageStage:
         return min(parts.values()) if parts else None
 
     def advance_all(
-        self, now_ms: int, partitions: Collection[int], load: Callable[[bytes], bytes | None]
+        self, now_ms: int, partitions: Collection[int], store: Mapping[bytes, bytes]
     ) -> CoverageOutput:
         """Move every owned hot spot's ledger to ``now_ms`` (the clock ticking with no pings)."""
         out = CoverageOutput()
         for hotspot_id in self.hotspots_of(partitions):
-            ledger = self.ledger(hotspot_id, load)
+            ledger = self.ledger(hotspot_id, store)
             wake = ledger.next_wakeup_ms()
             if wake is not None and wake <= now_ms:
                 self._advance(hotspot_id, now_ms, out)
@@ -209,7 +257,7 @@ class CoverageStage:
     def process(
         self,
         records: Sequence[Record],
-        load: Callable[[bytes], bytes | None],
+        store: Mapping[bytes, bytes],
         live_now_ms: int | None,
         owned: Collection[int],
     ) -> CoverageOutput:
@@ -235,9 +283,9 @@ class CoverageStage:
                 continue
             if kind == "updates":
                 for hotspot_id, *update in message[1]:
-                    self._take(hotspot_id, update, load, live_now_ms, touched)
+                    self._take(hotspot_id, update, store, live_now_ms, touched)
                 continue
-            self._take((record.key or b"").decode(), message, load, live_now_ms, touched)
+            self._take((record.key or b"").decode(), message, store, live_now_ms, touched)
 
         if live_now_ms is not None:
             for hotspot_id in sorted(touched):
@@ -247,7 +295,7 @@ class CoverageStage:
             for hotspot_id in sorted(due):
                 watermark = self.watermark_ms(self.partition_of[hotspot_id])
                 if watermark is not None:
-                    self.ledger(hotspot_id, load)
+                    self.ledger(hotspot_id, store)
                     self._catch_up(hotspot_id, watermark, out)
         for hotspot_id in sorted(touched | set(self.ledgers) if clock_moved else touched):
             if hotspot_id in self.ledgers:
@@ -258,7 +306,7 @@ class CoverageStage:
         self,
         hotspot_id: str,
         message: list[Any],
-        load: Callable[[bytes], bytes | None],
+        store: Mapping[bytes, bytes],
         live_now_ms: int | None,
         touched: set[str],
     ) -> None:
@@ -266,7 +314,7 @@ class CoverageStage:
         hot spot: applied now (live), or kept until the watermark passes it (event)."""
         if hotspot_id not in self.file_windows:
             return
-        ledger = self.ledger(hotspot_id, load)
+        ledger = self.ledger(hotspot_id, store)
         touched.add(hotspot_id)
         if message[0] == "assign":
             window = parse_window(message[1], "assignment")
@@ -274,6 +322,7 @@ class CoverageStage:
             ledger.set_windows(self._windows(hotspot_id, self.assigned[hotspot_id]))
         elif live_now_ms is None:
             self.pending[hotspot_id].append(message)
+            self._pending_moved.add(hotspot_id)
         else:
             self._apply(ledger, message)
 

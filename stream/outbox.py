@@ -21,8 +21,8 @@ from aiokafka.partitioner import murmur2
 
 log = logging.getLogger("hotspot")
 
-#: (topic, key, value, partition or None for the key's partition)
-Outgoing = tuple[str, bytes | None, bytes, int | None]
+#: (topic, key, value (None: a tombstone), partition or None for the key's partition)
+Outgoing = tuple[str, bytes | None, bytes | None, int | None]
 
 
 class Outbox:

@@ -427,6 +427,51 @@ def test_snapshot_is_plain_json_and_round_trips() -> None:
     assert set(data) == {"v", "hotspot_id", "now_ms", "since_ms", "visits", "fired"}
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["start", "progress", "end", "advance"]),
+            st.sampled_from(["P1", "P2", "O1"]),
+            st.integers(min_value=0, max_value=600),
+        ),
+        max_size=40,
+    )
+)
+def test_visit_changes_rebuild_the_ledger(steps: list[tuple[str, str, int]]) -> None:
+    """Keeping only what ``take_visit_changes`` hands out (rows by key, pruned ones deleted)
+    always rebuilds the same ledger, whenever it is called."""
+    cov = ledger(visit_retention_minutes=60)
+    cov.advance(at("13:00"))
+    stored: dict[tuple[str, int], list[Any]] = {}
+    header: dict[str, Any] = {}
+    for number, (kind, unit, minute) in enumerate(steps):
+        t = at("13:00") + minute * 60_000
+        if kind == "start":
+            cov.visit_started(unit, "outreach" if unit == "O1" else "police", t)
+        elif kind == "progress":
+            cov.visit_progress(unit, t)
+        elif kind == "end":
+            cov.visit_ended(unit, t)
+        else:
+            cov.advance(t)
+        if number % 3 == 0:
+            header, changed, removed = cov.take_visit_changes()
+            stored.update(((row[0], row[2]), row) for row in changed)
+            for key in removed:
+                del stored[key]
+    header, changed, removed = cov.take_visit_changes()
+    stored.update(((row[0], row[2]), row) for row in changed)
+    for key in removed:
+        del stored[key]
+    rows = sorted(stored.values(), key=lambda r: (r[2], r[0]))
+    rebuilt = HotspotCoverage.from_dict(
+        {**header, "visits": rows}, [window()], LONDON, cov.settings
+    )
+    assert rebuilt.to_dict() == cov.to_dict()
+    assert rebuilt.take_visit_changes()[1:] == ([], [])
+
+
 def test_snapshot_of_another_version_is_refused() -> None:
     data = ledger().to_dict()
     with pytest.raises(ValueError, match="version"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import time
+from typing import Any
 
 import orjson
 
@@ -65,10 +66,65 @@ def test_batched_and_single_messages_decide_the_same_alerts() -> None:
         for i, u in enumerate(updates())
     ]
     now = T0 + 12 * MIN
-    out_batched = batched.process(batched_records, stored.get, now, range(4))
-    out_single = single.process(single_records, stored.get, now, range(4))
+    out_batched = batched.process(batched_records, stored, now, range(4))
+    out_single = single.process(single_records, stored, now, range(4))
     assert sorted(a.alert_id for a in out_batched.decided) == sorted(
         a.alert_id for a in out_single.decided
     )
     assert sorted(a.type for a in out_batched.decided) == ["met"] * 6
     assert out_batched.writes == out_single.writes
+
+
+def apply_writes(store: dict[bytes, bytes], writes: dict[bytes, tuple[int, bytes | None]]) -> None:
+    for key, (_, value) in writes.items():
+        if value is None:
+            store.pop(key, None)
+        else:
+            store[key] = value
+
+
+def test_only_changed_visits_are_written_and_a_restore_is_exact() -> None:
+    """Half the day, a restart from what was written, the other half: the same ledgers and
+    alerts as a stage that never stopped; visits pruned meanwhile are deleted from the store."""
+    spots = collection(3)
+    settings = CoverageSettings(visit_retention_minutes=30.0)
+    steady = CoverageStage(spots, settings, 2)
+    first = CoverageStage(spots, settings, 2)
+    steady_store: dict[bytes, bytes] = {}
+    store: dict[bytes, bytes] = {}
+    visits = [
+        VisitUpdate(
+            kind, f"HS-{n % 3:02d}", f"U{n}", "police", T0 + (n * 7 + step) * MIN, T0 + n * 7 * MIN
+        )
+        for n in range(12)
+        for step, kind in ((0, "enter"), (2, "inside"), (4, "exit"))
+    ]
+    batches = [visits[i : i + 6] for i in range(0, len(visits), 6)]
+    steady_alerts: list[str] = []
+    alerts: list[str] = []
+    steady_decided: list[Any] = []
+    for number, batch in enumerate(batches):
+        records = [
+            Record("visits", p, number, None, raw)
+            for p, raw in update_messages(batch, steady.partition_of)
+        ]
+        now = max(u.ts_ms for u in batch) + MIN
+        out = steady.process(records, steady_store, now, range(2))
+        apply_writes(steady_store, out.writes)
+        steady_alerts += [a.alert_id for a in out.decided]
+        steady_decided += out.decided
+        if number == len(batches) // 2:
+            first = CoverageStage(spots, settings, 2)
+        out = first.process(records, store, now, range(2))
+        apply_writes(store, out.writes)
+        alerts += [a.alert_id for a in out.decided]
+        headers = [v for k, (_, v) in out.writes.items() if v is not None and k[:1] != b"\x00"]
+        assert all(len(header) < 600 for header in headers)
+    assert alerts == steady_alerts
+    assert {a.type for a in steady_decided} == {"met"}
+    for hotspot_id, ledger in steady.ledgers.items():
+        assert first.ledger(hotspot_id, store).to_dict() == ledger.to_dict()
+    assert store == steady_store
+    stored_visits = [k for k in store if k[:1] == b"\x00"]
+    live_visits = sum(len(ledger.open_visits()) for ledger in steady.ledgers.values())
+    assert live_visits <= len(stored_visits) < len(visits) // 3

@@ -40,7 +40,7 @@ from geofences.index import HotSpotIndex
 from geofences.presence import PresenceSettings
 from geofences.projection import metres_per_degree
 from geofences.timefmt import parse_rfc3339_ms
-from stream.broker import EmbeddedBroker, free_port, start_broker
+from stream.broker import EmbeddedBroker, free_port, start_broker, terminate
 from stream.presence_stage import PresenceStage, Record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -351,13 +351,8 @@ class WorkerProcess:
         return float("nan")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process, 20.0)
 
 
 @contextlib.contextmanager

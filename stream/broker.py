@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 EMBEDDED_CLUSTER_ID = "hotspot-embedded-tansu"
 
@@ -61,13 +62,22 @@ class EmbeddedBroker:
         return f"kafka://{self.bootstrap}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 5.0)
+
+
+def terminate(process: subprocess.Popen[Any], timeout_s: float) -> bool:
+    """SIGTERM a child and wait for it, SIGKILL after ``timeout_s``; True if it had to be
+    killed."""
+    if process.poll() is not None:
+        return False
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+        return False
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return True
 
 
 def start_broker(

@@ -58,7 +58,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from geofences.hotspots import HotSpotCollection, demo_hotspots_path, load_hotspots
 from geofences.timefmt import format_ms, parse_rfc3339_ms
-from stream.broker import BrokerError, EmbeddedBroker, port_open, start_broker
+from stream.broker import BrokerError, EmbeddedBroker, port_open, start_broker, terminate
 from stream.simulator import PatrolSimulator
 from stream.topics import BrokerUnreachable, bootstrap_servers, ensure_topic
 
@@ -137,16 +137,8 @@ class Demo:
         return self.worker is not None and self.worker.poll() is None
 
     def stop_worker(self) -> None:
-        worker = self.worker
-        if worker is None or worker.poll() is not None:
-            return
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=WORKER_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            _say(f"hotspot demo: worker alive after {WORKER_STOP_TIMEOUT_S:.0f} s; killing it")
-            worker.kill()
-            worker.wait()
+        if self.worker is not None and terminate(self.worker, WORKER_STOP_TIMEOUT_S):
+            _say(f"hotspot demo: worker alive after {WORKER_STOP_TIMEOUT_S:.0f} s; killed it")
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
         try:

@@ -21,7 +21,7 @@ from geofences.coverage import Alert, CoverageSettings, HotspotCoverage
 from geofences.errors import InvalidAssignment
 from geofences.hotspots import HotSpotCollection, Window, parse_window
 from geofences.windows import add_window, parse_assignment, window_to_obj
-from stream.presence_stage import Message, Record, VisitUpdate, dead_letter
+from stream.presence_stage import Message, Record, VisitUpdate, dead_letter, stored_json
 
 _partitioner = DefaultPartitioner()
 
@@ -168,7 +168,7 @@ class CoverageStage:
         self._pending_moved.discard(hotspot_id)
         header, changed, removed = ledger.take_visit_changes()
         partition = self.partition_of[hotspot_id]
-        encoded = orjson.dumps(
+        encoded = stored_json(
             {
                 "ledger": header,
                 "assigned": [window_to_obj(w) for w in self.assigned[hotspot_id]],
@@ -181,7 +181,7 @@ class CoverageStage:
         for unit_id, unit_type, enter_ms, end_ms, is_open, marks in changed:
             out.writes[visit_key(hotspot_id, unit_id, enter_ms)] = (
                 partition,
-                orjson.dumps([unit_type, end_ms, is_open, marks]),
+                stored_json([unit_type, end_ms, is_open, marks]),
             )
         for unit_id, enter_ms in removed:
             out.writes[visit_key(hotspot_id, unit_id, enter_ms)] = (partition, None)

@@ -117,12 +117,16 @@ def dead_letter(record: Record, error: str) -> bytes:
     )
 
 
+def stored_json(obj: Any) -> bytes:
+    """``orjson.dumps`` for a value a table keeps: orjson's result holds on to its 4 KiB output
+    buffer, so a kept value gets a right-sized copy (a unit state is ~130 B: 30x less)."""
+    return bytes(memoryview(orjson.dumps(obj)))
+
+
 def encode_state(state: UnitState, partition: int) -> bytes:
     snapshot: dict[str, Any] = state.to_dict()
     snapshot["p"] = partition
-    # orjson's result keeps its 4 KiB output buffer; the table keeps this value for as long as
-    # the unit is tracked, so it gets a right-sized copy (~130 B: 30x less memory per unit).
-    return bytes(memoryview(orjson.dumps(snapshot)))
+    return stored_json(snapshot)
 
 
 def decode_state(raw: bytes) -> tuple[UnitState, int]:

@@ -162,6 +162,18 @@ def co_patrol_alert_id(hotspot_id: str, unit_a: str, unit_b: str, overlap_start_
     return str(uuid.uuid5(_ALERT_NAMESPACE, text))
 
 
+def at_risk_due(instance: WindowInstance, now_ms: int, covered_ms: int, lead_ms: int) -> bool:
+    """Contract §4 at_risk, its clock part: inside the window, coverage short, and
+    window end - clock <= (required - covered) + lead. (The alert also needs no eligible unit
+    present, and fires once per instance.)"""
+    required = instance.required_ms
+    return (
+        instance.start_ms <= now_ms < instance.end_ms
+        and covered_ms < required
+        and instance.end_ms - now_ms <= required - covered_ms + lead_ms
+    )
+
+
 def union_length(intervals: Iterable[tuple[int, int]], lo: int, hi: int) -> int:
     """Length of the union of closed intervals ``(a, b)``, clipped to ``[lo, hi]``."""
     clipped = sorted((max(a, lo), min(b, hi)) for a, b in intervals if min(b, hi) > max(a, lo))
@@ -478,8 +490,7 @@ class HotspotCoverage:
                 alerts.append(self._fire("gap", instance, now_ms, covered))
             elif (
                 "r" not in flags
-                and instance.start_ms <= now_ms < instance.end_ms
-                and instance.end_ms - now_ms <= required - covered + lead
+                and at_risk_due(instance, now_ms, covered, lead)
                 and not self.eligible_present(instance)
             ):
                 alerts.append(self._fire("at_risk", instance, now_ms, covered))

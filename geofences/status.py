@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from geofences.coverage import HotspotCoverage
+from geofences.coverage import HotspotCoverage, at_risk_due
 from geofences.hotspots import Window
 from geofences.timefmt import format_ms
 from geofences.windows import WindowInstance, instances_between
@@ -159,11 +159,11 @@ def hotspot_status(ledger: HotspotCoverage, now_ms: int, lead_ms: int) -> Hotspo
         window = min(short or current, key=lambda i: (i.end_ms, i.key))
         covered = coverage[window.key]
         fired = ledger.fired(window.key)
-        if any(window.eligible(p.unit_type) for p in present):
+        if ledger.eligible_present(window):
             return result("covered", window, covered)
         if covered >= window.required_ms or "met" in fired:
             return result("met", window, covered)
-        if "at_risk" in fired or window.end_ms - now_ms <= window.required_ms - covered + lead_ms:
+        if "at_risk" in fired or at_risk_due(window, now_ms, covered, lead_ms):
             return result("at_risk", window, covered)
         return result("pending", window, covered)
     if present:

@@ -61,10 +61,10 @@ def record(out: StageOutput, sent_ms: int | None = None) -> None:
     events were sent (for the ping-to-event latency)."""
     for outcome, count in out.outcomes.items():
         pings.labels(outcome).inc(count)
-    for event in out.events:
-        events.labels(getattr(event, "type", "dwell")).inc()
-    for reason in out.dead_letter_reasons:
-        dead_letters.labels(reason[:60]).inc()
+    for kind, count in Tally(getattr(e, "type", "dwell") for e in out.events).items():
+        events.labels(kind).inc(count)
+    for reason, count in Tally(r[:60] for r in out.dead_letter_reasons).items():
+        dead_letters.labels(reason).inc(count)
     if sent_ms is None:
         sent_ms = time.time_ns() // 1_000_000
     for event, ping_ms in zip(out.events, out.event_record_ts, strict=True):

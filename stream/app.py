@@ -6,6 +6,7 @@ The agent is a thin loop: it takes a batch of records, hands it to
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -27,6 +28,7 @@ from stream.coverage_stage import (
     update_messages,
 )
 from stream.feed import Feed, read_outputs
+from stream.intake import Batch, Intake, ack, bulk_consumer_class, track
 from stream.outbox import Outgoing, outbox_of
 from stream.presence_stage import Message, PresenceStage, Record, StageOutput
 from stream.settings import Settings
@@ -36,6 +38,28 @@ from stream.webhooks import WebhookDispatcher, endpoints_from_env
 log = logging.getLogger("hotspot")
 
 RAW = {"key_serializer": "raw", "value_serializer": "raw"}
+
+
+def batch_records(batches: Iterable[Batch]) -> list[Record]:
+    """The intake's batches (aiokafka records, timestamps in ms) as the stage's plain records."""
+    return [
+        Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
+        for batch in batches
+        for r in batch.records
+    ]
+
+
+class HotspotApp(faust.App):
+    """A Faust app whose consumer hands the pings topics to :attr:`intake` in batches."""
+
+    intake: Intake | None = None
+
+    def _new_consumer(self) -> Any:
+        transport = self.transport
+        transport.Consumer = bulk_consumer_class(type(transport).Consumer)  # type: ignore[misc]
+        consumer = super()._new_consumer()
+        consumer.intake = self.intake
+        return consumer
 
 
 def as_records(events: Iterable[Any]) -> list[Record]:
@@ -88,7 +112,7 @@ class Processor:
 
     def _create_app(self) -> faust.App:
         s = self.settings
-        app = faust.App(
+        app = HotspotApp(
             s.app_id,
             broker=s.broker,
             store="memory://",
@@ -127,7 +151,12 @@ class Processor:
             "coverage", partitions=plan.partitions, key_type=bytes, value_type=bytes
         )
 
-        app.agent(self.source, name="presence", concurrency=1)(self._presence_agent)
+        self.intake = app.intake = Intake(
+            {s.topics.pings, plan.rekeyed}, max_buffered=4 * s.batch_size
+        )
+        app.flow_control.manage_queue(self.intake)  # type: ignore[arg-type]
+        app.topics.add(self.source)
+        app.task(self._presence_loop)
         app.agent(self.visit_topic, name="coverage", concurrency=1)(self._coverage_agent)
         app.agent(self.assignments_topic, name="assignments", concurrency=1)(
             self._assignments_agent
@@ -173,24 +202,42 @@ class Processor:
 
     # -- agent ---------------------------------------------------------------------------
 
-    async def _presence_agent(self, stream: faust.StreamT[Any]) -> None:
+    async def _presence_loop(self) -> None:
+        """The pings topics' batches (stream/intake.py) through the presence stage, each
+        acked once its output is with the producer. A failure stops the worker."""
         s = self.settings
-        load = self.table.data.get
-        async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-            records = as_records(events)
-            for e in events:
-                self._next_offset[e.message.tp] = e.message.offset + 1
-            started = time.perf_counter()
-            out = self.stage.process(records, load)
-            clock_ready = s.clock == "event" and self._event_clock_ready()
-            if clock_ready:
-                watermark = self.stage.watermark_ms()
-                if watermark is not None:
-                    self.stage.expire(watermark, self._owned_partitions(), out)
-            metrics.batch_seconds.observe(time.perf_counter() - started)
-            await self.publish(out)
-            if clock_ready:
-                await self._broadcast_watermark()
+        consumer = self.app.consumer
+        try:
+            while not self.app.should_stop:
+                batches = await self.intake.take(s.batch_size, s.batch_within_s, idle_s=1.0)
+                if not batches:
+                    continue
+                track(consumer, batches)
+                await self._presence_batch(batches)
+                for batch in batches:
+                    ack(consumer, batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("presence: processing failed")
+            await self.app.crash(exc)
+            raise
+
+    async def _presence_batch(self, batches: list[Batch]) -> None:
+        s = self.settings
+        for batch in batches:
+            self._next_offset[batch.tp] = batch.records[-1].offset + 1
+        started = time.perf_counter()
+        out = self.stage.process(batch_records(batches), self.table.data.get)
+        clock_ready = s.clock == "event" and self._event_clock_ready()
+        if clock_ready:
+            watermark = self.stage.watermark_ms()
+            if watermark is not None:
+                self.stage.expire(watermark, self._owned_partitions(), out)
+        metrics.batch_seconds.observe(time.perf_counter() - started)
+        await self.publish(out)
+        if clock_ready:
+            await self._broadcast_watermark()
 
     def _event_clock_ready(self) -> bool:
         """Whether the event-time watermark may move: not while a pings partition this worker

@@ -515,11 +515,16 @@ def run_throughput(
 ) -> Throughput:
     with cluster(load, workers, workdir, transport=transport) as (broker, procs):
         spy = None
-        if profile is not None and shutil.which("py-spy"):
+        py_spy = shutil.which(
+            "py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        )
+        if profile is not None and py_spy is None:
+            print("  (py-spy not found: no profile; install the bench extra)")
+        if profile is not None and py_spy is not None:
             assert procs[0].process is not None
             spy = subprocess.Popen(
                 [
-                    "py-spy",
+                    py_spy,
                     "record",
                     "--pid",
                     str(procs[0].process.pid),

@@ -233,6 +233,12 @@ class HotspotCoverage:
         self._ordered: list[WindowInstance] = []
         self._gen_to_ms: int | None = None
         self._dirty = True
+        #: everything visits gained since the last full evaluation lies within this span of
+        #: time (``_grow``); while it is shorter than ``_quiet_span``, nothing can fire sooner
+        #: than ``_wake`` and ``advance`` need not look
+        self._grown: tuple[int, int] | None = None
+        self._quiet_span = 0
+        self._min_visit_max = 0
         self._changed: set[tuple[str, int]] = set()
         self._wake: int | None = None
         self._covered: dict[str, int] = {}
@@ -261,6 +267,17 @@ class HotspotCoverage:
         self._dirty = True
         self._unsaved = True
 
+    def _grow(self, visit: _Visit, from_ms: int, to_ms: int) -> None:
+        """A visit began or got longer, adding at most ``from_ms..to_ms`` to any coverage or
+        co-patrol overlap. Unlike other changes this can only make ``met`` or ``co_patrol``
+        fire, and only once enough has been added (``_quiet_span``)."""
+        self._changed.add((visit.unit_id, visit.enter_ms))
+        self._unsaved = True
+        grown = self._grown
+        self._grown = (
+            (from_ms, to_ms) if grown is None else (min(grown[0], from_ms), max(grown[1], to_ms))
+        )
+
     def visit_started(self, unit_id: str, unit_type: str, enter_ms: int) -> None:
         """A unit entered the hot spot at ``enter_ms`` (§4 Enter). Repeats are ignored.
 
@@ -279,7 +296,10 @@ class HotspotCoverage:
         visit = _Visit(unit_id, unit_type, enter_ms, enter_ms, True)
         self._visits[(unit_id, enter_ms)] = visit
         self._open[unit_id] = visit
-        self._touch(visit)
+        if current is None:
+            self._grow(visit, enter_ms, enter_ms)
+        else:
+            self._touch(visit)
 
     def visit_progress(self, unit_id: str, inside_ms: int) -> None:
         """The unit's latest usable ping inside the hot spot while present (§4 Coverage).
@@ -289,8 +309,10 @@ class HotspotCoverage:
         visit = self._open.get(unit_id)
         if visit is None or inside_ms <= visit.end_ms:
             return
+        # a visit too short to count yet may count whole once longer
+        counted = visit.end_ms - visit.enter_ms >= self._min_visit_max
+        self._grow(visit, visit.end_ms if counted else visit.enter_ms, inside_ms)
         visit.end_ms = inside_ms
-        self._touch(visit)
 
     def visit_ended(
         self,
@@ -390,14 +412,21 @@ class HotspotCoverage:
     # -- the clock --------------------------------------------------------------------------
 
     def next_wakeup_ms(self) -> int | None:
-        """The earliest clock value at which ``advance`` could emit with no further updates.
+        """A clock value before which ``advance`` emits nothing unless updates come: no later
+        than the earliest at which it could.
 
         Its current clock value when updates wait to be decided (or no clock was seen yet:
-        then 0); ``None`` when nothing can ever fire without updates.
+        then 0); ``None`` when nothing can ever fire without updates. Updates that cannot make
+        anything fire yet (a visit beginning or growing by less than ``_quiet_span``) leave it
+        as it was.
         """
-        if self._dirty:
+        if self._dirty or self._grown_enough():
             return 0 if self._now is None else self._now
         return self._wake
+
+    def _grown_enough(self) -> bool:
+        grown = self._grown
+        return grown is not None and grown[1] - grown[0] >= self._quiet_span
 
     def advance(self, now_ms: int) -> list[Alert]:
         """Decide alerts at clock value ``now_ms`` (§4 met, at_risk, gap; issue 4 co_patrol).
@@ -415,7 +444,11 @@ class HotspotCoverage:
         self._now = now_ms
         if self._since is None:
             self._since = now_ms
-        if not self._dirty and (self._wake is None or now_ms < self._wake):
+        if (
+            not self._dirty
+            and (self._wake is None or now_ms < self._wake)
+            and not self._grown_enough()
+        ):
             return []
         self._covered = {}
         self._ensure_instances(now_ms if previous is None else previous, now_ms)
@@ -424,6 +457,9 @@ class HotspotCoverage:
         self._settle(now_ms)
         self._prune(now_ms)
         self._wake = self._compute_wake(now_ms)
+        self._min_visit_max = max((i.min_visit_ms for i in self._ordered), default=0)
+        self._quiet_span = self._compute_quiet_span()
+        self._grown = None
         self._covered = {}
         self._dirty = False
         return alerts
@@ -545,6 +581,43 @@ class HotspotCoverage:
                     due = min(due, trigger)
             wake = due if wake is None else min(wake, due)
         return wake
+
+    def _compute_quiet_span(self) -> int:
+        """How long a span visits may gain before ``met`` or ``co_patrol`` could fire.
+
+        Growing visits add at most the span they grew over (``_grow``) to an instance's
+        coverage (a union of visits) and to the overlap of any pair of visits: ``met`` needs
+        ``required - covered`` more of an unfired instance, ``co_patrol`` an unmarked pair of
+        different services (one of them open: only open visits grow, or a new one) to pass
+        ``co_patrol_ms``. The clock alone decides at_risk and gap (``_wake``); visits ending,
+        windows changing or a unit re-entering make the next ``advance`` look again."""
+        latest = self._latest_visit_ms()
+        span = 1 << 62
+        for instance in self._ordered:
+            flags = self._fired.get(instance.key, (0, ""))[1]
+            if "m" not in flags and "g" not in flags:
+                span = min(span, instance.required_ms - self._coverage(instance, latest))
+        limit = self.settings.co_patrol_ms
+        service_of = self.settings.service_of
+        if len(self.settings.separate_services) > 1:
+            span = min(span, limit + 1)  # a pair with a visit yet to begin
+        for visit in self._open.values():
+            service = service_of(visit.unit_type)
+            if service is None:
+                continue
+            for other in self._visits.values():
+                other_service = service_of(other.unit_type)
+                if other.unit_id == visit.unit_id or other_service in (None, service):
+                    continue
+                overlap_start = max(visit.enter_ms, other.enter_ms)
+                overlap = min(visit.end_ms, other.end_ms) - overlap_start
+                if overlap <= 0 or limit + 1 - overlap >= span:
+                    continue
+                first, second = sorted((visit.unit_id, other.unit_id))
+                mark = f"{first}|{second}|{overlap_start}"
+                if mark not in visit.marks and mark not in other.marks:
+                    span = min(span, limit + 1 - overlap)
+        return max(span, 0)
 
     def _co_patrol(self, now_ms: int) -> list[Alert]:
         """Issue 4 "Separate services": two units of different ``separate_services`` groups whose

@@ -316,7 +316,10 @@ def observe(
             )
             del new.visits[hotspot_id]
 
-    for hotspot_id in sorted(set(inside) - set(new.visits) - set(still_inside)):
+    entered = [h for h in inside if h not in new.visits] if inside else []
+    if len(entered) > 1:
+        entered.sort()
+    for hotspot_id in entered:
         new.visits[hotspot_id] = Visit(ping.ts_ms, new.unit_type, ping.ts_ms)
         events.append(
             GeofenceEvent(

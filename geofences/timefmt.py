@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 def format_ms(epoch_ms: int) -> str:
@@ -21,5 +24,4 @@ def parse_rfc3339_ms(text: str) -> int:
     dt = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1] in "Zz" else text)
     if dt.tzinfo is None:
         raise ValueError(f"timestamp has no time zone: {text[:40]!r}")
-    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    return (dt - _EPOCH) // _MS

@@ -30,7 +30,7 @@ from stream.coverage_stage import (
 from stream.feed import Feed, read_outputs
 from stream.intake import Batch, Intake, ack, bulk_consumer_class, track
 from stream.outbox import Outgoing, outbox_of
-from stream.presence_stage import Message, PresenceStage, Record, StageOutput
+from stream.presence_stage import Consumed, Message, PresenceStage, Record, StageOutput
 from stream.settings import Settings
 from stream.topics import TopicPlan
 from stream.webhooks import WebhookDispatcher, endpoints_from_env
@@ -40,13 +40,9 @@ log = logging.getLogger("hotspot")
 RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 
 
-def batch_records(batches: Iterable[Batch]) -> list[Record]:
-    """The intake's batches (aiokafka records, timestamps in ms) as the stage's plain records."""
-    return [
-        Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
-        for batch in batches
-        for r in batch.records
-    ]
+def batch_records(batches: Iterable[Batch]) -> list[Consumed]:
+    """The intake's batches' records, in order: aiokafka's own, read as they are."""
+    return [record for batch in batches for record in batch.records]
 
 
 class HotspotApp(faust.App):

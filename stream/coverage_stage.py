@@ -21,7 +21,7 @@ from geofences.coverage import Alert, CoverageSettings, HotspotCoverage
 from geofences.errors import InvalidAssignment
 from geofences.hotspots import HotSpotCollection, Window, parse_window
 from geofences.windows import add_window, parse_assignment, window_to_obj
-from stream.presence_stage import Message, Record, VisitUpdate, dead_letter, stored_json
+from stream.presence_stage import Consumed, Message, VisitUpdate, dead_letter, stored_json
 
 _partitioner = DefaultPartitioner()
 
@@ -256,7 +256,7 @@ class CoverageStage:
 
     def process(
         self,
-        records: Sequence[Record],
+        records: Sequence[Consumed],
         store: Mapping[bytes, bytes],
         live_now_ms: int | None,
         owned: Collection[int],
@@ -326,7 +326,7 @@ class CoverageStage:
         else:
             self._apply(ledger, message)
 
-    def route_assignments(self, records: Sequence[Record]) -> tuple[list[Message], list[Message]]:
+    def route_assignments(self, records: Sequence[Consumed]) -> tuple[list[Message], list[Message]]:
         """Validate ``assignments`` records: (re-keyed internal messages, dead letters)."""
         routed: list[Message] = []
         dead: list[Message] = []

@@ -13,7 +13,7 @@ import heapq
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import orjson
@@ -34,7 +34,8 @@ from geofences.presence import (
 
 
 class Record(NamedTuple):
-    """One consumed Kafka record."""
+    """One consumed Kafka record: the fields of aiokafka's ``ConsumerRecord`` the stages read,
+    so the worker hands fetched records over as they are (see :class:`Consumed`)."""
 
     topic: str
     partition: int
@@ -42,7 +43,24 @@ class Record(NamedTuple):
     key: bytes | None
     value: bytes | None
     #: the Kafka record timestamp, epoch milliseconds (for ping-to-event latency)
-    timestamp_ms: int | None = None
+    timestamp: int | None = None
+
+
+class Consumed(Protocol):
+    """What the stages read of a record: a :class:`Record` or an aiokafka ``ConsumerRecord``."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int | None: ...
 
 
 Message = tuple[bytes | None, bytes]
@@ -99,7 +117,7 @@ class StageOutput:
         self.visit_updates.append(update)
 
 
-def dead_letter(record: Record, error: str) -> bytes:
+def dead_letter(record: Consumed, error: str) -> bytes:
     """Contract §2 DeadLetter for a record; ``raw`` is text, or base64 if not UTF-8."""
     raw = record.value or b""
     try:
@@ -323,11 +341,11 @@ class PresenceStage:
                 )
 
     def process(
-        self, records: Sequence[Record], load: Callable[[bytes], bytes | None]
+        self, records: Sequence[Consumed], load: Callable[[bytes], bytes | None]
     ) -> StageOutput:
         """Apply a batch of records in order (a unit's records keep their order)."""
         out = StageOutput(coalesce_inside=self.coalesce_inside)
-        pings: list[tuple[Record, Ping]] = []
+        pings: list[tuple[Consumed, Ping]] = []
         for record in records:
             try:
                 ping = decode_ping(record.value)
@@ -377,7 +395,7 @@ class PresenceStage:
                     record.partition,
                     removed + result.events,
                     out,
-                    record.timestamp_ms,
+                    record.timestamp,
                     state is None or state.unit_type != result.state.unit_type,
                 )
             for hotspot_id in result.still_inside:

@@ -327,11 +327,14 @@ def test_nothing_due_is_cheap_and_wakeup_moves_on() -> None:
     cov.advance(at("10:00"))
     assert cov.next_wakeup_ms() == at("19:05")
     cov.visit_started("P1", "police", at("10:30"))
-    assert cov.next_wakeup_ms() == at("10:00")
+    # a unit arriving cannot make anything fire sooner: the ledger need not look again
+    assert cov.next_wakeup_ms() == at("19:05")
     cov.advance(at("10:30"))
-    assert cov.next_wakeup_ms() == at("20:01:00.001")
+    assert cov.next_wakeup_ms() == at("19:05")
     cov.visit_ended("P1", at("10:40"))
+    assert cov.next_wakeup_ms() == at("10:30")
     cov.advance(at("10:41"))
+    assert cov.next_wakeup_ms() == at("19:05")
     assert kinds(cov.advance(at("20:01:00.001"))) == ["gap"]
     assert cov.next_wakeup_ms() == at("19:05", "2026-11-23")
 
@@ -725,3 +728,80 @@ def test_restarts_change_no_alert_and_snapshots_round_trip(
     for instance in instances:
         assert plain.covered_ms(instance) <= instance.end_ms - instance.start_ms
     assert len({b["alert_id"] for b in expected}) == len(expected)
+
+
+class EagerLedger(HotspotCoverage):
+    """A ledger that evaluates everything at every ``advance``: what the lazy one must match."""
+
+    def advance(self, now_ms: int) -> list[Alert]:
+        self._dirty = True
+        return super().advance(now_ms)
+
+
+@st.composite
+def fixes_of_units(draw: st.DrawFn) -> list[tuple[str, Any]]:
+    """In-order updates at tracker pace (seconds to minutes apart) from units of different
+    services, some overlapping, each followed by the clock at its ts or a bit later."""
+    streams: list[list[tuple[int, tuple[str, Any]]]] = []
+    for unit, kind in UNITS:
+        t = at("13:50") + draw(st.integers(0, 40)) * MIN
+        events: list[tuple[int, tuple[str, Any]]] = []
+        for _ in range(draw(st.integers(0, 3))):
+            events.append((t, ("start", (unit, kind, t))))
+            for _ in range(draw(st.integers(0, 40))):
+                t += draw(st.sampled_from([1, 10_000, 10_000, 10_000, 30_000, 180_000]))
+                events.append((t, ("progress", (unit, t))))
+            if draw(st.integers(0, 4)):
+                t += draw(st.integers(0, 60_000))
+                events.append((t, ("end", (unit, t))))
+            t += draw(st.integers(1, 60)) * MIN
+        streams.append(events)
+    merged = sorted((e for s in streams for e in s), key=lambda e: e[0])
+    out: list[tuple[str, Any]] = []
+    for ts, event in merged:
+        out.append(event)
+        out.append(("clock", ts + draw(st.sampled_from([0, 0, 0, 1, 20_000, 4 * MIN]))))
+    out.append(("clock", at("23:00")))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(fixes_of_units(), st.sampled_from([0.0, 3.0]), st.sampled_from([1.0, 5.0]))
+def test_looking_only_when_something_could_fire_changes_no_alert(
+    updates: list[tuple[str, Any]], min_visit: float, co_patrol: float
+) -> None:
+    """``advance`` skips evaluating while visits have grown too little for met or co_patrol
+    (``_quiet_span``) and the clock is short of the next wake: the alerts, their times and
+    their figures are exactly those of evaluating at every step."""
+    ws = [
+        window("14:00", "15:00", 12, min_visit_minutes=min_visit),
+        window("14:30", "16:00", 20, unit_types=frozenset({"outreach", "pcso"})),
+        window("15:30", "15:45", 4),
+    ]
+    settings_ = CoverageSettings(co_patrol_minutes=co_patrol)
+    lazy = HotspotCoverage("HS-03", ws, LONDON, settings_)
+    eager = EagerLedger("HS-03", ws, LONDON, settings_)
+    clock_a, clock_b = [at("13:00")], [at("13:00")]
+    lazy.advance(clock_a[0])
+    eager.advance(clock_b[0])
+    got: list[dict[str, Any]] = []
+    want: list[dict[str, Any]] = []
+    for event in updates:
+        got += [a.to_json_dict() for a in apply(lazy, event, clock_a)]
+        want += [a.to_json_dict() for a in apply(eager, event, clock_b)]
+    assert got == want
+
+
+def test_a_visit_reaching_the_minimum_counts_whole_at_once() -> None:
+    """A visit shorter than ``min_visit_minutes`` adds nothing until it is long enough, then
+    all of it: met must fire at that very fix, however little the fix itself added."""
+    cov = ledger(window("14:00", "15:00", 12, min_visit_minutes=3))
+    cov.advance(at("13:00"))
+    visit(cov, "P1", "police", at("14:00"), at("14:10"))
+    assert cov.advance(at("14:10")) == []
+    cov.visit_started("P2", "police", at("14:20"))
+    fired: dict[int, list[str]] = {}
+    for t in range(at("14:20:10"), at("14:25"), 10_000):
+        cov.visit_progress("P2", t)
+        fired[t] = kinds(cov.advance(t))
+    assert {t: k for t, k in fired.items() if k} == {at("14:23"): ["met"]}

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from geofences.errors import InvalidPing
-from geofences.pings import MAX_PING_BYTES, Ping, decode_ping, ping_from_obj
+from geofences.pings import (
+    MAX_PING_BYTES,
+    Ping,
+    _checked_ping,
+    _plain_ping,
+    decode_ping,
+    ping_from_obj,
+)
 
 TS_TEXT = "2026-11-22T14:03:05Z"
 TS_MS = int(datetime(2026, 11, 22, 14, 3, 5, tzinfo=UTC).timestamp()) * 1000
@@ -261,3 +271,54 @@ def test_ts_bounds_of_the_representable_range() -> None:
     assert decode_ping(raw(ts="9999-12-31T23:59:59.999Z")).ts_ms == 253_402_300_799_999
     with pytest.raises(InvalidPing, match="ts out of range"):
         decode_ping(raw(ts="1969-12-31T23:59:59Z"))
+
+
+_field_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(
+        [
+            "2026-11-22T14:03:05Z",
+            "2026-11-22T14:03:05.123+01:00",
+            "2026-11-22 14:03:05.5z",
+            "2026-11-22T14:03:05",
+            "9999-12-31T23:59:59.999Z",
+            "0001-01-01T00:00:00+14:00",
+            "P1",
+            "",
+            "x" * 65,
+            "police",
+        ]
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["unit_id", "ts", "lat", "lon", "accuracy_m", "unit_type"]),
+        _field_values,
+    ),
+    st.floats(-100, 100),
+    st.floats(-200, 200),
+)
+def test_the_fast_path_agrees_with_the_checked_one(
+    obj: dict[str, Any], lat: float, lon: float
+) -> None:
+    """Whatever the fast path accepts, the full validation accepts the same; whatever it
+    leaves, the full validation decides (with its reason)."""
+    for candidate in (obj, {**obj, "lat": lat, "lon": lon}):
+        fast = _plain_ping(candidate)
+        try:
+            checked: Ping | str = _checked_ping(candidate)
+        except InvalidPing as exc:
+            checked = str(exc)
+        if fast is not None:
+            assert fast == checked
+        if isinstance(checked, Ping):
+            assert ping_from_obj(candidate) == checked
+        else:
+            with pytest.raises(InvalidPing, match=re.escape(checked)):
+                ping_from_obj(candidate)

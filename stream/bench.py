@@ -42,6 +42,7 @@ from geofences.projection import metres_per_degree
 from geofences.timefmt import parse_rfc3339_ms
 from stream.broker import EmbeddedBroker, free_port, start_broker, terminate
 from stream.presence_stage import PresenceStage, Record
+from stream.tansu import FETCH_WAIT_MS
 
 ROOT = Path(__file__).resolve().parents[1]
 T0_MS = 1_795_201_200_000  # 2026-11-20T19:00:00Z, inside the synthetic patrol windows
@@ -426,7 +427,10 @@ async def _collect(
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    # Tansu holds a Fetch for its whole wait when records arrive (stream/tansu.py)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_WAIT_MS
+    )
     await consumer.start()
     got: dict[str, list[bytes]] = {topic: [] for topic in OUT_TOPICS}
     last = time.perf_counter()
@@ -553,7 +557,10 @@ async def _latency(bootstrap: str, load: Load, rate: float, seconds: float) -> l
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.structs import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    # Tansu holds a Fetch for its whole wait when records arrive (stream/tansu.py)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_WAIT_MS
+    )
     await consumer.start()
     tps = [
         TopicPartition("geofence-events", p) for p in await _partitions(consumer, "geofence-events")

@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from geofences.timefmt import parse_rfc3339_ms
+from stream import tansu
 
 log = logging.getLogger("hotspot.feed")
 
@@ -80,7 +81,10 @@ async def read_outputs(
     """Fill ``feed`` from the output topics until ``should_stop()``: ``topics`` maps a feed kind
     (``geofence``, ``dwell``, ``alert``) to its topic. For ``app.task``."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=tansu.fetch_wait_ms(),
     )
     kinds = {topic: kind for kind, topic in topics.items()}
     while not should_stop():

@@ -1,5 +1,7 @@
 """Tansu 0.6 answers ListOffsets(latest) wrongly; Faust's table recovery trusts it. These tests
-show the broker's error and that the worker's work-around (stream/tansu.py) restores exact state."""
+show the broker's error and that the worker's work-around (stream/tansu.py) restores exact state,
+and that on Tansu the worker fetches with a short wait (Tansu does not answer a waiting Fetch
+when records arrive)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import faust
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
+from stream import tansu
 from stream.broker import EmbeddedBroker
 from stream.tansu import true_end_offsets
 from tests.stream.harness import Worker, ping_messages, run
@@ -133,3 +137,20 @@ def test_restart_restores_exact_unit_state(broker: EmbeddedBroker, tmp_path: Pat
     finally:
         assert second.stop() == 0
     assert after == before
+
+
+def test_on_tansu_the_worker_fetches_with_a_short_wait() -> None:
+    """Tansu holds a waiting Fetch for most of its ``max_wait`` even when records arrive
+    (Kafka answers at once), so with Faust's 1,500 ms a ping waited up to 750 ms in the
+    worker's fetch alone (figures in stream/tansu.py). The work-around gives the worker's
+    consumer a short wait."""
+
+    async def waits() -> tuple[int, int]:
+        app = faust.App("fetch-wait-check", broker="kafka://127.0.0.1:9")
+        thread = app.consumer._thread
+        before = thread._create_worker_consumer(app.transport)._fetch_max_wait_ms
+        tansu.install("127.0.0.1:9")
+        after = thread._create_worker_consumer(app.transport)._fetch_max_wait_ms
+        return before, after
+
+    assert asyncio.run(waits()) == (1500, tansu.FETCH_WAIT_MS)

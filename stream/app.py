@@ -7,6 +7,7 @@ The agent is a thin loop: it takes a batch of records, hands it to
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -67,6 +68,19 @@ def as_records(events: Iterable[Any]) -> list[Record]:
         ts_ms = None if ts is None else round(ts * 1000)
         records.append(Record(m.topic, m.partition, m.offset, m.key, m.value, ts_ms))
     return records
+
+
+def settle_garbage_collector() -> None:
+    """Keep full collections off the ping path.
+
+    Python's oldest generation is collected whenever it grew by a quarter; each such pass
+    walks every object the worker holds (Faust, aiokafka and the unit states: around a
+    million), stopping the event loop for 100-400 ms (measured: a ping-to-event p99 of 400 ms
+    in ``live`` mode at 2,000 pings/s, against 60 ms around it). What exists once the worker
+    is assigned and restored lives as long as the assignment, so it is moved out of the
+    collector's sight (``gc.freeze``); the young generations still collect cycles as usual."""
+    gc.collect()
+    gc.freeze()
 
 
 def wall_clock_ms() -> int:
@@ -362,8 +376,10 @@ class Processor:
 
     async def _on_tick(self) -> None:
         """Live mode: the wall clock drives signal loss and coverage, pings or no pings."""
-        if not self.ready or self.settings.clock != "live":
-            return
+        if self.ready and self.settings.clock == "live":
+            await self._tick()
+
+    async def _tick(self) -> None:
         now_ms = wall_clock_ms()
         out = self.stage.expire(now_ms, self._owned_partitions())
         if out.writes:
@@ -392,4 +408,9 @@ class Processor:
         self.coverage.forget()
         restored = self.stage.restore(list(self.table.data.items()), owned)
         log.info("presence: %d unit states restored for partitions %s", restored, sorted(owned))
+        if self.settings.clock == "live":
+            # the first tick builds every owned hot spot's ledger (~0.3 s for 2,000): here, not
+            # amid the first pings
+            await self._tick()
+        settle_garbage_collector()
         self.ready = True

@@ -60,7 +60,7 @@ class Settings:
     presence: PresenceSettings = field(default_factory=PresenceSettings)
     coverage: CoverageSettings = field(default_factory=CoverageSettings)
     batch_size: int = 2000
-    batch_within_s: float = 0.02
+    batch_within_s: float = 0.005
     tick_interval_s: float = 1.0
     session_timeout_s: float = 30.0
     log_level: str = "warning"

@@ -240,6 +240,7 @@ class HotspotCoverage:
         self._quiet_span = 0
         self._min_visit_max = 0
         self._changed: set[tuple[str, int]] = set()
+        self._services: dict[str, int | None] = {}
         self._wake: int | None = None
         self._covered: dict[str, int] = {}
         #: visit rows as last handed out by ``take_visit_changes`` (or restored)
@@ -598,26 +599,41 @@ class HotspotCoverage:
             if "m" not in flags and "g" not in flags:
                 span = min(span, instance.required_ms - self._coverage(instance, latest))
         limit = self.settings.co_patrol_ms
-        service_of = self.settings.service_of
         if len(self.settings.separate_services) > 1:
             span = min(span, limit + 1)  # a pair with a visit yet to begin
         for visit in self._open.values():
-            service = service_of(visit.unit_type)
-            if service is None:
-                continue
-            for other in self._visits.values():
-                other_service = service_of(other.unit_type)
-                if other.unit_id == visit.unit_id or other_service in (None, service):
-                    continue
-                overlap_start = max(visit.enter_ms, other.enter_ms)
-                overlap = min(visit.end_ms, other.end_ms) - overlap_start
-                if overlap <= 0 or limit + 1 - overlap >= span:
-                    continue
+            for other, overlap_start, overlap in self._rivals(visit, max(0, limit + 1 - span)):
                 first, second = sorted((visit.unit_id, other.unit_id))
                 mark = f"{first}|{second}|{overlap_start}"
                 if mark not in visit.marks and mark not in other.marks:
                     span = min(span, limit + 1 - overlap)
         return max(span, 0)
+
+    def _rivals(self, visit: _Visit, more_than_ms: int) -> list[tuple[_Visit, int, int]]:
+        """Visits of units of another ``separate_services`` group than ``visit``'s unit (none
+        if it has none) that overlap it by more than ``more_than_ms``: (visit, overlap start,
+        overlap), by (enter, unit id)."""
+        service = self._service_of(visit.unit_type)
+        if service is None:
+            return []
+        found = []
+        for other in self._visits.values():
+            start = max(visit.enter_ms, other.enter_ms)
+            overlap = min(visit.end_ms, other.end_ms) - start
+            if overlap <= more_than_ms or other.unit_id == visit.unit_id:
+                continue
+            other_service = self._service_of(other.unit_type)
+            if other_service is not None and other_service != service:
+                found.append((other, start, overlap))
+        found.sort(key=lambda f: (f[0].enter_ms, f[0].unit_id))
+        return found
+
+    def _service_of(self, unit_type: str) -> int | None:
+        try:
+            return self._services[unit_type]
+        except KeyError:
+            service = self._services[unit_type] = self.settings.service_of(unit_type)
+            return service
 
     def _co_patrol(self, now_ms: int) -> list[Alert]:
         """Issue 4 "Separate services": two units of different ``separate_services`` groups whose
@@ -627,21 +643,11 @@ class HotspotCoverage:
             return []
         limit = self.settings.co_patrol_ms
         alerts: list[Alert] = []
-        everyone = sorted(self._visits.values(), key=lambda v: (v.enter_ms, v.unit_id))
         for key in sorted(self._changed):
             visit = self._visits.get(key)
             if visit is None:
                 continue
-            service = self.settings.service_of(visit.unit_type)
-            if service is None:
-                continue
-            for other in everyone:
-                other_service = self.settings.service_of(other.unit_type)
-                if other.unit_id == visit.unit_id or other_service in (None, service):
-                    continue
-                overlap_start = max(visit.enter_ms, other.enter_ms)
-                if min(visit.end_ms, other.end_ms) - overlap_start <= limit:
-                    continue
+            for other, overlap_start, _ in self._rivals(visit, limit):
                 first, second = sorted((visit, other), key=lambda v: v.unit_id)
                 mark = f"{first.unit_id}|{second.unit_id}|{overlap_start}"
                 if mark in visit.marks or mark in other.marks:

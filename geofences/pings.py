@@ -14,6 +14,8 @@ MAX_PING_BYTES = 16_384
 MAX_UNIT_ID_CHARS = 64
 KNOWN_UNIT_TYPES = frozenset({"police", "pcso", "outreach", "security"})
 UNKNOWN_UNIT_TYPE = "unknown"
+#: one string object per known type, for every state to share (a decoded one costs 55 B)
+_SHARED_TYPES: dict[str | None, str] = {t: t for t in KNOWN_UNIT_TYPES}
 
 _MIN_TS_MS = 0
 _MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
@@ -110,7 +112,7 @@ def _plain_ping(obj: dict[str, Any]) -> Ping | None:
         return None
     if not _MIN_TS_MS <= ts_ms <= _MAX_TS_MS:
         return None
-    return Ping(unit_id, ts_ms, lat, lon, accuracy_m, unit_type)
+    return Ping(unit_id, ts_ms, lat, lon, accuracy_m, _SHARED_TYPES.get(unit_type, unit_type))
 
 
 def _checked_ping(obj: object) -> Ping:
@@ -139,7 +141,7 @@ def _checked_ping(obj: object) -> Ping:
     unit_type = obj.get("unit_type")
     if unit_type is not None and (not isinstance(unit_type, str) or not 1 <= len(unit_type) <= 64):
         raise InvalidPing("unit_type must be a string of 1-64 characters")
-    return Ping(unit_id, ts_ms, lat, lon, accuracy_m, unit_type)
+    return Ping(unit_id, ts_ms, lat, lon, accuracy_m, _SHARED_TYPES.get(unit_type, unit_type))
 
 
 def decode_ping(raw: bytes | None) -> Ping:

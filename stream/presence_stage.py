@@ -66,9 +66,9 @@ class Consumed(Protocol):
 Message = tuple[bytes | None, bytes]
 
 
-@dataclass
-class VisitUpdate:
-    """What the coverage stage needs from presence, keyed by hot spot."""
+class VisitUpdate(NamedTuple):
+    """What the coverage stage needs from presence, keyed by hot spot (one per usable ping
+    inside a hot spot: a named tuple, cheap to build)."""
 
     kind: str  # "enter" | "inside" | "exit"
     hotspot_id: str
@@ -375,13 +375,16 @@ class PresenceStage:
         point_idx, hotspot_idx = self.index.match(lons, lats)
         inside_sets = group_matches(len(pings), point_idx, hotspot_idx, self.index.ids)
 
+        states = self.states
+        outcomes = out.outcomes
+        max_ts = self.partition_max_ts
         for (record, ping), inside in zip(pings, inside_sets, strict=True):
             tp = (record.topic, record.partition)
-            if ping.ts_ms > self.partition_max_ts.get(tp, -1):
-                self.partition_max_ts[tp] = ping.ts_ms
+            if ping.ts_ms > max_ts.get(tp, -1):
+                max_ts[tp] = ping.ts_ms
             if self.first_ts is None or ping.ts_ms < self.first_ts:
                 self.first_ts = ping.ts_ms
-            state = self._state(ping.unit_id, load)
+            state = states.get(ping.unit_id) or self._state(ping.unit_id, load)
             removed: tuple[Event, ...] = ()
             if (
                 state is not None
@@ -394,7 +397,7 @@ class PresenceStage:
                 return self.index.distance_m(p.lon, p.lat, hotspot_id)
 
             result = observe(state, ping, inside, distance, self.settings)
-            out.outcomes[result.outcome.value] += 1
+            outcomes[result.outcome] += 1  # a StrEnum: counted under its value
             if result.state is not state or removed:
                 self._commit(
                     ping.unit_id,

@@ -245,6 +245,9 @@ class HotspotCoverage:
         self._covered: dict[str, int] = {}
         #: visit rows as last handed out by ``take_visit_changes`` (or restored)
         self._saved: dict[tuple[str, int], tuple[Any, ...]] = {}
+        #: visits changed (or pruned) since then: ``take_visit_changes`` looks at these only
+        self._unsaved_rows: set[tuple[str, int]] = set()
+        self._pruned: set[tuple[str, int]] = set()
         #: whether anything but the clock changed since then
         self._unsaved = True
 
@@ -265,6 +268,7 @@ class HotspotCoverage:
 
     def _touch(self, visit: _Visit) -> None:
         self._changed.add((visit.unit_id, visit.enter_ms))
+        self._unsaved_rows.add((visit.unit_id, visit.enter_ms))
         self._dirty = True
         self._unsaved = True
 
@@ -273,6 +277,7 @@ class HotspotCoverage:
         co-patrol overlap. Unlike other changes this can only make ``met`` or ``co_patrol``
         fire, and only once enough has been added (``_quiet_span``)."""
         self._changed.add((visit.unit_id, visit.enter_ms))
+        self._unsaved_rows.add((visit.unit_id, visit.enter_ms))
         self._unsaved = True
         grown = self._grown
         self._grown = (
@@ -555,6 +560,7 @@ class HotspotCoverage:
             del self._visits[key]
             self._unsaved = True
             self._changed.discard(key)
+            self._pruned.add(key)
 
     def _compute_wake(self, now_ms: int) -> int | None:
         grace = self.settings.grace_ms
@@ -654,6 +660,8 @@ class HotspotCoverage:
                     continue
                 visit.marks.add(mark)
                 other.marks.add(mark)
+                self._unsaved_rows.add((other.unit_id, other.enter_ms))
+                self._unsaved_rows.add(key)
                 self._unsaved = True
                 alerts.append(
                     Alert(
@@ -717,15 +725,21 @@ class HotspotCoverage:
         a busy hot spot holds a day of visits. ``from_dict(header | {"visits": rows})`` of the
         latest header and rows restores the ledger."""
         header = self.to_dict(with_visits=False)
+        saved = self._saved
+        removed = sorted(k for k in self._pruned if k in saved and k not in self._visits)
+        for key in removed:
+            del saved[key]
         changed: list[list[Any]] = []
-        current: dict[tuple[str, int], tuple[Any, ...]] = {}
-        for key, v in self._visits.items():
+        for key in sorted(self._unsaved_rows, key=lambda k: (k[1], k[0])):
+            v = self._visits.get(key)
+            if v is None:
+                continue
             row = (v.unit_type, v.end_ms, v.open, tuple(sorted(v.marks)))
-            current[key] = row
-            if self._saved.get(key) != row:
+            if saved.get(key) != row:
+                saved[key] = row
                 changed.append([v.unit_id, v.unit_type, v.enter_ms, v.end_ms, v.open, list(row[3])])
-        removed = sorted(key for key in self._saved if key not in current)
-        self._saved = current
+        self._unsaved_rows = set()
+        self._pruned = set()
         self._unsaved = False
         return header, changed, removed
 

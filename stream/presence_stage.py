@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import heapq
+import itertools
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -157,13 +159,9 @@ def group_matches(
 ) -> list[frozenset[str]]:
     """Turn the index's (point, hot spot) pairs into one set of hot spot ids per point."""
     result: list[frozenset[str]] = [frozenset()] * count
-    if len(point_idx) == 0:
-        return result
-    boundaries = np.flatnonzero(np.diff(point_idx)) + 1
-    starts = np.concatenate(([0], boundaries))
-    ends = np.concatenate((boundaries, [len(point_idx)]))
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        result[int(point_idx[start])] = frozenset(ids[h] for h in hotspot_idx[start:end].tolist())
+    pairs = zip(point_idx.tolist(), hotspot_idx.tolist(), strict=True)
+    for point, group in itertools.groupby(pairs, key=itemgetter(0)):
+        result[point] = frozenset([ids[h] for _, h in group])
     return result
 
 

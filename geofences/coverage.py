@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
@@ -202,7 +202,8 @@ class _Visit:
     enter_ms: int
     end_ms: int
     open: bool
-    marks: set[str] = field(default_factory=set)
+    #: a shared empty frozenset until the first mark (an empty set costs 216 B a visit)
+    marks: frozenset[str] | set[str] = frozenset()
 
 
 class HotspotCoverage:
@@ -658,8 +659,8 @@ class HotspotCoverage:
                 mark = f"{first.unit_id}|{second.unit_id}|{overlap_start}"
                 if mark in visit.marks or mark in other.marks:
                     continue
-                visit.marks.add(mark)
-                other.marks.add(mark)
+                visit.marks = {*visit.marks, mark}
+                other.marks = {*other.marks, mark}
                 self._unsaved_rows.add((other.unit_id, other.enter_ms))
                 self._unsaved_rows.add(key)
                 self._unsaved = True
@@ -765,7 +766,8 @@ class HotspotCoverage:
             ledger._since = None if since is None else int(since)
             for unit_id, unit_type, enter, end, is_open, marks in data["visits"]:
                 visit = _Visit(str(unit_id), str(unit_type), int(enter), int(end), bool(is_open))
-                visit.marks = {str(m) for m in marks}
+                if marks:
+                    visit.marks = {str(m) for m in marks}
                 ledger._visits[(visit.unit_id, visit.enter_ms)] = visit
                 if visit.open:
                     ledger._open[visit.unit_id] = visit

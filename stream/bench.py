@@ -328,6 +328,20 @@ class WorkerProcess:
         except OSError:
             return None
 
+    def pings_counted(self) -> int:
+        """Pings the worker has processed (its ``hotspot_pings_total``, every outcome)."""
+        url = f"http://127.0.0.1:{self.web_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return 0
+        return sum(
+            int(float(line.rsplit(" ", 1)[1]))
+            for line in text.splitlines()
+            if line.startswith("hotspot_pings_total{")
+        )
+
     def wait_ready(self, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -842,10 +856,10 @@ def run_bench(args: argparse.Namespace) -> int:
                 asyncio.run(_produce(broker.bootstrap, "pings", mem_load.messages, 8))
                 deadline = time.monotonic() + 300
                 while time.monotonic() < deadline:
-                    if (procs[0].health() or {}).get("units", 0) >= mem_units:
+                    if procs[0].pings_counted() >= len(mem_load.messages):
                         break
                     time.sleep(1.0)
-                time.sleep(2.0)
+                time.sleep(2.0)  # the last batch's output sent; steady state
                 rss = procs[0].rss_mb()
                 tracked = (procs[0].health() or {}).get("units", 0)
             note(

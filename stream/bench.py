@@ -632,6 +632,28 @@ class Kernel:
     same_pairs: bool
 
 
+def stage_pings_per_s(load: Load, young_threshold: int) -> float:
+    """The presence stage alone, in process, in batches of 2,000, with the collector's young
+    generation collected every ``young_threshold`` allocations (the worker's or Python's)."""
+    import gc
+
+    stage = PresenceStage(HotSpotIndex(load.collection.hotspots), PresenceSettings(), "pings")
+    table: dict[bytes, bytes] = {}
+    routed = partitioned(load.messages, 8)
+    records = [Record("pings", p, i, k, v) for i, (p, (k, v)) in enumerate(routed)]
+    saved = gc.get_threshold()
+    gc.collect()
+    gc.set_threshold(young_threshold, 10, 10)
+    try:
+        started = time.perf_counter()
+        for i in range(0, len(records), 2000):
+            out = stage.process(records[i : i + 2000], table.get)
+            table.update({k: v for k, (_, v) in out.writes.items()})
+        return len(records) / (time.perf_counter() - started)
+    finally:
+        gc.set_threshold(*saved)
+
+
 def run_kernel(load: Load, sample: int) -> Kernel:
     """The grid index on batches of 2,000 points and on all at once, against a per-point loop
     over every (prepared) shapely polygon and a vectorised STRtree, one core, same run."""
@@ -773,6 +795,21 @@ def run_bench(args: argparse.Namespace) -> int:
             )
         )
 
+    if "stage" not in skip:
+        from stream.app import GC_YOUNG_THRESHOLD
+
+        tuned = stage_pings_per_s(load, GC_YOUNG_THRESHOLD)
+        default = stage_pings_per_s(load, 700)
+        note(
+            Row(
+                "presence stage alone, in process, batches of 2,000",
+                f"{_fmt(tuned)} pings/s; with Python's default GC threshold "
+                f"{_fmt(default)}: {tuned / default:.2f}×",
+                "(where the worker's time goes)",
+                "",
+            )
+        )
+
     workdir = Path(tempfile.mkdtemp(prefix="hotspot-bench-"))
     try:
         want: dict[str, list[bytes]] | None = None
@@ -893,7 +930,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--skip",
         nargs="*",
-        choices=("kernel", "e2e", "scale", "latency", "memory"),
+        choices=("kernel", "stage", "e2e", "scale", "latency", "memory"),
         help="measurements to leave out",
     )
     parser.add_argument(

@@ -186,10 +186,9 @@ class PresenceStage:
         self.partition_of: dict[str, int] = {}
         #: unit -> ``last_ms`` of the state last written to (or restored from) the changelog.
         self.written_ms: dict[str, int | None] = {}
-        #: partition -> unit -> clock time after which its open visits are lost.
-        self.deadlines: dict[int, dict[str, int]] = {}
-        #: partition -> heap of (deadline, unit), some superseded: ``expire`` looks at the due
-        #: ones only, not at every unit, after each batch.
+        #: partition -> heap of (signal-loss deadline, unit), some superseded (a unit's deadline
+        #: is its state's, ``signal_deadline_ms``): ``expire`` looks at the due ones only, not
+        #: at every unit, after each batch.
         self._due: dict[int, list[tuple[int, str]]] = {}
         #: (topic, partition) -> largest ping ts delivered there (the event-time watermark's parts).
         self.partition_max_ts: dict[tuple[str, int], int] = {}
@@ -208,26 +207,29 @@ class PresenceStage:
                 self.written_ms[unit_id] = state.last_ms
         return state
 
+    def _deadline(self, unit_id: str, partition: int) -> int | None:
+        """The unit's current signal-loss deadline, if it is in ``partition``."""
+        state = self.states.get(unit_id)
+        if state is None or self.partition_of.get(unit_id) != partition:
+            return None
+        return signal_deadline_ms(state, self.settings)
+
     def _remember(self, unit_id: str, state: UnitState, partition: int) -> None:
-        old_partition = self.partition_of.get(unit_id)
-        if old_partition is not None and old_partition != partition:
-            self.deadlines.get(old_partition, {}).pop(unit_id, None)
+        previous = self._deadline(unit_id, partition)
         self.states[unit_id] = state
         self.partition_of[unit_id] = partition
         deadline = signal_deadline_ms(state, self.settings)
-        by_unit = self.deadlines.setdefault(partition, {})
-        if deadline is None:
-            by_unit.pop(unit_id, None)
-            return
-        previous = by_unit.get(unit_id)
-        by_unit[unit_id] = deadline
         # The heap holds, for every unit with a deadline, an entry no later than it: a
         # deadline that moved later (every ping) is found when its old entry comes due.
-        if previous is None or deadline < previous:
+        if deadline is not None and (previous is None or deadline < previous):
             heap = self._due.setdefault(partition, [])
             heapq.heappush(heap, (deadline, unit_id))
-            if len(heap) > 2 * len(by_unit) + 1024:  # drop entries superseded since
-                heap[:] = [(d, u) for u, d in by_unit.items()]
+            if len(heap) > 2 * len(self.states) + 1024:  # drop entries superseded since
+                heap[:] = [
+                    (d, u)
+                    for u, p in self.partition_of.items()
+                    if p == partition and (d := self._deadline(u, p)) is not None
+                ]
                 heapq.heapify(heap)
 
     def restore(self, items: Iterable[tuple[bytes, bytes]], partitions: Collection[int]) -> int:
@@ -245,7 +247,6 @@ class PresenceStage:
     def forget_partitions(self, partitions: Collection[int]) -> None:
         """Drop cached state of partitions this worker no longer owns."""
         for partition in partitions:
-            self.deadlines.pop(partition, None)
             self._due.pop(partition, None)
         gone = [u for u, p in self.partition_of.items() if p in partitions]
         for unit_id in gone:
@@ -275,11 +276,10 @@ class PresenceStage:
         out = out or StageOutput(coalesce_inside=self.coalesce_inside)
         for partition in partitions:
             heap = self._due.get(partition)
-            by_unit = self.deadlines.get(partition, {})
             due = set()
             while heap and heap[0][0] < now_ms:
                 deadline, unit_id = heapq.heappop(heap)
-                current = by_unit.get(unit_id)
+                current = self._deadline(unit_id, partition)
                 if current == deadline:
                     due.add(unit_id)
                 elif current is not None and current > deadline:

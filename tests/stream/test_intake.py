@@ -1,0 +1,118 @@
+"""The bulk intake (stream/intake.py): its queue, and its acks against Faust's own offset
+bookkeeping (a real Faust consumer, no broker needed: nothing here connects)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import faust
+import pytest
+from faust.types import TP
+
+from stream.app import HotspotApp
+from stream.intake import Batch, Intake, ack, track
+from stream.presence_stage import Record
+
+TP0 = TP("pings", 0)
+
+
+def batch(*offsets: int, tp: TP = TP0) -> Batch:
+    return Batch(tp, [Record(tp.topic, tp.partition, o, b"U1", b"{}") for o in offsets])
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_take_hands_over_whole_batches_up_to_the_limit() -> None:
+    async def scenario() -> list[list[int]]:
+        intake = Intake({"pings"}, max_buffered=100)
+        for b in (batch(0, 1, 2), batch(3, 4, 5, 6), batch(7, 8, 9, 10, 11)):
+            intake.offer(b)
+        taken = [await intake.take(8, within_s=0, idle_s=0.01) for _ in range(3)]
+        return [[r.offset for b in t for r in b.records] for t in taken]
+
+    # 3 + 4 fit in 8, the third would not; a batch bigger than the limit still goes whole
+    assert run(scenario()) == [[0, 1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11], []]
+
+
+def test_take_waits_within_for_a_batch_to_fill() -> None:
+    async def scenario() -> int:
+        intake = Intake({"pings"}, max_buffered=100)
+        intake.offer(batch(0))
+        asyncio.get_running_loop().call_later(0.01, intake.offer, batch(1, 2))
+        return sum(len(b.records) for b in await intake.take(100, within_s=2.0, idle_s=2.0))
+
+    assert run(scenario()) == 3
+
+
+def test_room_closes_at_the_bound_and_a_clear_reopens_it() -> None:
+    """The fetch loop waits for room, as it would for Faust's stream buffers; a rebalance
+    clears the queue (Faust's ``flow_control.clear()``) and the records are read again."""
+
+    async def scenario() -> tuple[bool, bool, int]:
+        intake = Intake({"pings"}, max_buffered=5)
+        intake.offer(batch(0, 1, 2, 3, 4, 5))
+        try:
+            await asyncio.wait_for(intake.room(), 0.05)
+            full_blocks = False
+        except TimeoutError:
+            full_blocks = True
+        intake.clear()
+        await asyncio.wait_for(intake.room(), 0.05)
+        empty = await intake.take(10, within_s=0, idle_s=0.01) == []
+        return full_blocks, empty, len(intake)
+
+    assert run(scenario()) == (True, True, 0)
+
+
+@pytest.fixture
+def consumer() -> Any:
+    """A Faust app's real consumer, made on a loop (aiokafka wants one), never started."""
+
+    async def make() -> Any:
+        app = HotspotApp("intake-test", broker="kafka://127.0.0.1:9")
+        app.intake = Intake({"pings"}, max_buffered=100)
+        return app.consumer
+
+    return asyncio.run(make())
+
+
+def test_acked_batches_let_faust_commit_past_them(consumer: Any) -> None:
+    first, second = batch(0, 1, 2, 3, 4), batch(5, 6, 7)
+    track(consumer, [first, second])
+    assert set(consumer._unacked_messages) == {first, second}  # a rebalance would wait
+    ack(consumer, first)
+    ack(consumer, second)
+    ack(consumer, second)  # twice changes nothing
+    assert not consumer._unacked_messages
+    assert consumer._n_acked == 8
+    assert consumer._new_offset(TP0) == 8
+
+
+def test_offsets_missing_from_a_fetch_do_not_stall_commits(consumer: Any) -> None:
+    """Offsets a fetch skips (transaction markers, compaction) are noted as gaps, as Faust's
+    per-record loop does, so the committable offset moves past them."""
+    with_gap = batch(0, 1, 2, 5, 6)
+
+    async def note() -> None:
+        await consumer._note_gaps(TP0, None, with_gap.records)
+        await consumer._note_gaps(TP0, 6, batch(9, 10).records)
+
+    run(note())
+    ack(consumer, with_gap)
+    ack(consumer, batch(9, 10))
+    assert consumer._new_offset(TP0) == 11
+
+
+def test_the_worker_app_builds_the_bulk_consumer() -> None:
+    async def make() -> Any:
+        app = HotspotApp("intake-test-2", broker="kafka://127.0.0.1:9")
+        app.intake = Intake({"pings"}, max_buffered=10)
+        return app.consumer
+
+    made = run(make())
+    assert type(made).__name__ == "BulkConsumer"
+    assert isinstance(made, faust.transport.drivers.aiokafka.Consumer)
+    assert made.intake is not None

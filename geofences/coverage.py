@@ -608,23 +608,30 @@ class HotspotCoverage:
         limit = self.settings.co_patrol_ms
         if len(self.settings.separate_services) > 1:
             span = min(span, limit + 1)  # a pair with a visit yet to begin
-        for visit in self._open.values():
-            for other, overlap_start, overlap in self._rivals(visit, max(0, limit + 1 - span)):
+        grouped = [v for v in self._open.values() if self._service_of(v.unit_type) is not None]
+        earliest = min((v.enter_ms for v in grouped), default=0)
+        # visits that ended before every open one began overlap none of them
+        recent = [v for v in self._visits.values() if v.end_ms > earliest] if grouped else []
+        for visit in grouped:
+            more_than = max(0, limit + 1 - span)
+            for other, overlap_start, overlap in self._rivals(visit, more_than, recent):
                 first, second = sorted((visit.unit_id, other.unit_id))
                 mark = f"{first}|{second}|{overlap_start}"
                 if mark not in visit.marks and mark not in other.marks:
                     span = min(span, limit + 1 - overlap)
         return max(span, 0)
 
-    def _rivals(self, visit: _Visit, more_than_ms: int) -> list[tuple[_Visit, int, int]]:
-        """Visits of units of another ``separate_services`` group than ``visit``'s unit (none
-        if it has none) that overlap it by more than ``more_than_ms``: (visit, overlap start,
-        overlap), by (enter, unit id)."""
+    def _rivals(
+        self, visit: _Visit, more_than_ms: int, among: Iterable[_Visit] | None = None
+    ) -> list[tuple[_Visit, int, int]]:
+        """Visits (of ``among``, default all) of units of another ``separate_services`` group
+        than ``visit``'s unit (none if it has none) that overlap it by more than
+        ``more_than_ms``: (visit, overlap start, overlap), by (enter, unit id)."""
         service = self._service_of(visit.unit_type)
         if service is None:
             return []
         found = []
-        for other in self._visits.values():
+        for other in self._visits.values() if among is None else among:
             start = max(visit.enter_ms, other.enter_ms)
             overlap = min(visit.end_ms, other.end_ms) - start
             if overlap <= more_than_ms or other.unit_id == visit.unit_id:

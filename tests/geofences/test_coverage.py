@@ -805,3 +805,19 @@ def test_a_visit_reaching_the_minimum_counts_whole_at_once() -> None:
         cov.visit_progress("P2", t)
         fired[t] = kinds(cov.advance(t))
     assert {t: k for t, k in fired.items() if k} == {at("14:23"): ["met"]}
+
+
+def test_co_patrol_with_a_visit_that_already_ended_fires_on_time() -> None:
+    """A lagging unit's visit can still grow into an overlap with one that has ended: the
+    ledger must look again in time for it (``_quiet_span`` counts ended visits too)."""
+    cov = ledger()
+    cov.advance(at("13:00"))
+    cov.visit_started("P1", "police", at("14:00"))
+    cov.visit_started("O1", "outreach", at("14:00"))
+    cov.visit_progress("P1", at("14:02"))
+    assert cov.advance(at("14:02")) == []
+    cov.visit_ended("O1", at("14:06"))
+    assert cov.advance(at("14:06")) == []
+    cov.visit_progress("P1", at("14:07"))
+    (alert,) = cov.advance(at("14:07"))
+    assert (alert.type, alert.unit_ids, alert.ts_ms) == ("co_patrol", ("O1", "P1"), at("14:07"))

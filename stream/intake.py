@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
+from time import monotonic
 from typing import Any
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -120,10 +121,16 @@ class Intake:
 
 
 def track(consumer: Any, batches: Sequence[Batch]) -> None:
-    """Mark batches in flight: a rebalance or shutdown now waits for their ack."""
+    """Mark batches in flight: a rebalance or shutdown now waits for their ack. And tell
+    Faust's monitor their partitions are being processed: its stall check
+    (``verify_event_path``) would otherwise log, every few minutes, that a busy partition's
+    stream never started."""
     unacked = consumer._unacked_messages
+    inbound = consumer.app.monitor.stream_inbound_time
+    now = monotonic()
     for batch in batches:
         unacked.add(batch)
+        inbound[batch.tp] = now
 
 
 def ack(consumer: Any, batch: Batch) -> None:

@@ -83,6 +83,7 @@ def test_acked_batches_let_faust_commit_past_them(consumer: Any) -> None:
     first, second = batch(0, 1, 2, 3, 4), batch(5, 6, 7)
     track(consumer, [first, second])
     assert set(consumer._unacked_messages) == {first, second}  # a rebalance would wait
+    assert TP0 in consumer.app.monitor.stream_inbound_time  # Faust's stall check looks here
     ack(consumer, first)
     ack(consumer, second)
     ack(consumer, second)  # twice changes nothing

@@ -206,6 +206,19 @@ class _Visit:
     marks: frozenset[str] | set[str] = frozenset()
 
 
+def _pair_mark(visit: _Visit, other: _Visit, overlap_start_ms: int) -> str | None:
+    """The co_patrol mark of a pair of visits (issue 4: once per pair), or None if either
+    already holds it."""
+    first, second = sorted((visit.unit_id, other.unit_id))
+    mark = f"{first}|{second}|{overlap_start_ms}"
+    return None if mark in visit.marks or mark in other.marks else mark
+
+
+def _row(visit: _Visit) -> tuple[Any, ...]:
+    """What a stored visit row holds besides its key (``take_visit_changes``)."""
+    return (visit.unit_type, visit.end_ms, visit.open, tuple(sorted(visit.marks)))
+
+
 class HotspotCoverage:
     """Coverage ledger of one hot spot (contract §4 "Coverage", "met", "at_risk", "gap").
 
@@ -267,19 +280,21 @@ class HotspotCoverage:
     def _too_old(self, enter_ms: int) -> bool:
         return self._now is not None and enter_ms < self._now - self.settings.retention_ms
 
-    def _touch(self, visit: _Visit) -> None:
-        self._changed.add((visit.unit_id, visit.enter_ms))
-        self._unsaved_rows.add((visit.unit_id, visit.enter_ms))
-        self._dirty = True
+    def _note_changed(self, visit: _Visit) -> None:
+        key = (visit.unit_id, visit.enter_ms)
+        self._changed.add(key)
+        self._unsaved_rows.add(key)
         self._unsaved = True
+
+    def _touch(self, visit: _Visit) -> None:
+        self._note_changed(visit)
+        self._dirty = True
 
     def _grow(self, visit: _Visit, from_ms: int, to_ms: int) -> None:
         """A visit began or got longer, adding at most ``from_ms..to_ms`` to any coverage or
         co-patrol overlap. Unlike other changes this can only make ``met`` or ``co_patrol``
         fire, and only once enough has been added (``_quiet_span``)."""
-        self._changed.add((visit.unit_id, visit.enter_ms))
-        self._unsaved_rows.add((visit.unit_id, visit.enter_ms))
-        self._unsaved = True
+        self._note_changed(visit)
         grown = self._grown
         self._grown = (
             (from_ms, to_ms) if grown is None else (min(grown[0], from_ms), max(grown[1], to_ms))
@@ -615,9 +630,7 @@ class HotspotCoverage:
         for visit in grouped:
             more_than = max(0, limit + 1 - span)
             for other, overlap_start, overlap in self._rivals(visit, more_than, recent):
-                first, second = sorted((visit.unit_id, other.unit_id))
-                mark = f"{first}|{second}|{overlap_start}"
-                if mark not in visit.marks and mark not in other.marks:
+                if _pair_mark(visit, other, overlap_start) is not None:
                     span = min(span, limit + 1 - overlap)
         return max(span, 0)
 
@@ -662,15 +675,14 @@ class HotspotCoverage:
             if visit is None:
                 continue
             for other, overlap_start, _ in self._rivals(visit, limit):
-                first, second = sorted((visit, other), key=lambda v: v.unit_id)
-                mark = f"{first.unit_id}|{second.unit_id}|{overlap_start}"
-                if mark in visit.marks or mark in other.marks:
+                mark = _pair_mark(visit, other, overlap_start)
+                if mark is None:
                     continue
+                first, second = sorted((visit, other), key=lambda v: v.unit_id)
                 visit.marks = {*visit.marks, mark}
                 other.marks = {*other.marks, mark}
-                self._unsaved_rows.add((other.unit_id, other.enter_ms))
-                self._unsaved_rows.add(key)
-                self._unsaved = True
+                self._note_changed(visit)
+                self._note_changed(other)
                 alerts.append(
                     Alert(
                         alert_id=co_patrol_alert_id(
@@ -742,7 +754,7 @@ class HotspotCoverage:
             v = self._visits.get(key)
             if v is None:
                 continue
-            row = (v.unit_type, v.end_ms, v.open, tuple(sorted(v.marks)))
+            row = _row(v)
             if saved.get(key) != row:
                 saved[key] = row
                 changed.append([v.unit_id, v.unit_type, v.enter_ms, v.end_ms, v.open, list(row[3])])
@@ -783,10 +795,7 @@ class HotspotCoverage:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed coverage snapshot: {exc}") from exc
         ledger._changed = set(ledger._visits)
-        ledger._saved = {
-            key: (v.unit_type, v.end_ms, v.open, tuple(sorted(v.marks)))
-            for key, v in ledger._visits.items()
-        }
+        ledger._saved = {key: _row(v) for key, v in ledger._visits.items()}
         ledger._unsaved = False
         return ledger
 

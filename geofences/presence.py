@@ -316,10 +316,7 @@ def observe(
             )
             del new.visits[hotspot_id]
 
-    entered = [h for h in inside if h not in new.visits] if inside else []
-    if len(entered) > 1:
-        entered.sort()
-    for hotspot_id in entered:
+    for hotspot_id in sorted(h for h in inside if h not in new.visits):
         new.visits[hotspot_id] = Visit(ping.ts_ms, new.unit_type, ping.ts_ms)
         events.append(
             GeofenceEvent(

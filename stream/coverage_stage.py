@@ -243,10 +243,7 @@ class CoverageStage:
             wake = ledger.next_wakeup_ms()
             if wake is not None and wake < ts_ms:
                 self._advance_through(hotspot_id, ts_ms - 1, out)
-            if message[0] == "inside":
-                ledger.visit_progress(message[1], ts_ms)
-            else:
-                self._apply(ledger, message)
+            self._apply(ledger, message)
             now_ms = ledger.now_ms
             alerts = ledger.advance(ts_ms if now_ms is None or ts_ms > now_ms else now_ms)
             if alerts:

@@ -203,9 +203,13 @@ class PresenceStage:
             raw = load(unit_id.encode())
             if raw is not None:
                 state, partition = decode_state(raw)
-                self._remember(unit_id, state, partition)
-                self.written_ms[unit_id] = state.last_ms
+                self._adopt(unit_id, state, partition)
         return state
+
+    def _adopt(self, unit_id: str, state: UnitState, partition: int) -> None:
+        """Take a state read from the changelog: cached, and known to be written."""
+        self._remember(unit_id, state, partition)
+        self.written_ms[unit_id] = state.last_ms
 
     def _deadline(self, unit_id: str, partition: int) -> int | None:
         """The unit's current signal-loss deadline, if it is in ``partition``."""
@@ -238,9 +242,7 @@ class PresenceStage:
         for key, raw in items:
             state, partition = decode_state(raw)
             if partition in partitions:
-                unit_id = key.decode()
-                self._remember(unit_id, state, partition)
-                self.written_ms[unit_id] = state.last_ms
+                self._adopt(key.decode(), state, partition)
                 count += 1
         return count
 

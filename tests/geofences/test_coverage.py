@@ -660,12 +660,23 @@ def days_of_updates(draw: st.DrawFn) -> list[tuple[str, Any]]:
             events.append((t, ("end", (unit, t))))
             t += draw(st.integers(1, 90)) * MIN
         streams.append(events)
+    return merged_with_clock(
+        streams, lambda ts: ts + draw(st.integers(0, 5)) * MIN if draw(st.booleans()) else None
+    )
+
+
+def merged_with_clock(
+    streams: list[list[tuple[int, tuple[str, Any]]]], clock_after: Any
+) -> list[tuple[str, Any]]:
+    """The units' updates in ts order, each followed by a clock step when ``clock_after(ts)``
+    gives one, and the clock at 23:00 last."""
     merged = sorted((e for s in streams for e in s), key=lambda e: e[0])
     out: list[tuple[str, Any]] = []
     for ts, event in merged:
         out.append(event)
-        if draw(st.booleans()):
-            out.append(("clock", ts + draw(st.integers(0, 5)) * MIN))
+        clock = clock_after(ts)
+        if clock is not None:
+            out.append(("clock", clock))
     out.append(("clock", at("23:00")))
     return out
 
@@ -756,13 +767,9 @@ def fixes_of_units(draw: st.DrawFn) -> list[tuple[str, Any]]:
                 events.append((t, ("end", (unit, t))))
             t += draw(st.integers(1, 60)) * MIN
         streams.append(events)
-    merged = sorted((e for s in streams for e in s), key=lambda e: e[0])
-    out: list[tuple[str, Any]] = []
-    for ts, event in merged:
-        out.append(event)
-        out.append(("clock", ts + draw(st.sampled_from([0, 0, 0, 1, 20_000, 4 * MIN]))))
-    out.append(("clock", at("23:00")))
-    return out
+    return merged_with_clock(
+        streams, lambda ts: ts + draw(st.sampled_from([0, 0, 0, 1, 20_000, 4 * MIN]))
+    )
 
 
 @settings(max_examples=150, deadline=None)

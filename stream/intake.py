@@ -173,8 +173,14 @@ def bulk_consumer_class(base: type) -> type:
                     self.diag.set_flag(CONSUMER_FETCHING)
                     records, active = await self._wait_next_records(1.0)
                     await self.sleep(0)
-                    if records and not self.should_stop and self.flow_active:
-                        await self._deliver(intake, records, active)
+                    if records and not self.should_stop:
+                        dropped = (
+                            await self._deliver(intake, records, active)
+                            if self.flow_active
+                            else set(records)
+                        )
+                        if dropped:
+                            await self._seek_back(dropped)
                     self.diag.unset_flag(CONSUMER_FETCHING)
             except self.consumer_stopped_errors:
                 if self.transport.app.should_stop:
@@ -192,17 +198,21 @@ def bulk_consumer_class(base: type) -> type:
             finally:
                 self.diag.unset_flag(CONSUMER_FETCHING)
 
-        async def _deliver(self, intake: Intake, records: Any, active: Any) -> None:
+        async def _deliver(self, intake: Intake, records: Any, active: Any) -> set[TP]:
             """One fetch: the intake's partitions as batches, anything else per record to
-            Faust's callback (the conductor), with Faust's read-offset and gap bookkeeping."""
+            Faust's callback (the conductor), with Faust's read-offset and gap bookkeeping.
+            Returns the partitions whose records were not all handed over (the flow stopped,
+            the generation changed or the partition was paused meanwhile)."""
             app = self.app
             generation = app.consumer_generation_id
+            dropped: set[TP] = set()
             read_offset = self._read_offset
             commit_every = self._commit_every
             for tp, tp_records in records.items():
                 if not self.flow_active or app.consumer_generation_id != generation:
-                    return
+                    return dropped | set(records)
                 if not (active is None or tp in active or tp in self._buffered_partitions):
+                    dropped.add(tp)
                     continue
                 app.monitor.track_tp_end_offset(tp, self.highwater(tp))
                 r_offset = read_offset[tp]
@@ -214,7 +224,7 @@ def bulk_consumer_class(base: type) -> type:
                     await self._note_gaps(tp, r_offset, tp_records)
                     await self.wait_first(intake.room(), self.suspend_flow.wait())
                     if not self.flow_active or self.suspend_flow.is_set():
-                        return
+                        return dropped | set(records)
                     intake.offer(Batch(tp, tp_records))
                     read_offset[tp] = tp_records[-1].offset
                     if commit_every is not None and self._n_acked >= commit_every:
@@ -238,6 +248,36 @@ def bulk_consumer_class(base: type) -> type:
                         await self.commit()
                     await self.wait_first(self.callback(message), self.suspend_flow.wait())
                     read_offset[tp] = offset
+            return dropped
+
+        async def _seek_back(self, dropped: set[TP]) -> None:
+            """Put the fetch position back after records were fetched but not handed over.
+
+            aiokafka moved its position past them, so unless something seeks they are never
+            read again. Faust's own ``getmany`` seeks back to the committed offsets when a
+            fetch returns while the flow is stopped (during a rebalance: between changelog
+            recovery and Faust's seek, the worker itself stops the flow); this loop replaces
+            it, so it must too. And aiokafka's ``seek_to_committed`` leaves a partition the
+            group never committed where it is, so a dropped one of those goes back to its
+            beginning (the worker reads from ``earliest``). Measured before this: a worker taking over a
+            killed one's partitions, on a loaded machine, dropped the first fetch of three of
+            them and never read them again (``tests/stream/test_scale_out.py``)."""
+            self.log.info(
+                "fetched records of %s not handed over (rebalance): seeking back to committed",
+                sorted(f"{tp.topic}[{tp.partition}]" for tp in dropped),
+            )
+            try:
+                await self.perform_seek()
+                assigned = self.assignment()
+                never_committed = [
+                    tp for tp in dropped if tp in assigned and not self._committed_offset.get(tp)
+                ]
+                if never_committed:
+                    await self._thread.seek_to_beginning(*never_committed)
+                    for tp in never_committed:
+                        self._read_offset[tp] = None
+            except Exception as exc:
+                self.log.warning("seek back to committed offsets failed: %r", exc)
 
         async def _note_gaps(self, tp: TP, r_offset: int | None, records: Sequence[Any]) -> None:
             """Offsets missing between reads (compaction, transaction markers) count as

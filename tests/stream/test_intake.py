@@ -117,3 +117,48 @@ def test_the_worker_app_builds_the_bulk_consumer() -> None:
     assert type(made).__name__ == "BulkConsumer"
     assert isinstance(made, faust.transport.drivers.aiokafka.Consumer)
     assert made.intake is not None
+
+
+def test_a_fetch_the_flow_stopped_before_it_was_handed_over_is_read_again() -> None:
+    """aiokafka has moved its position past a fetch's records once it returns them; when the
+    flow stops (a rebalance) before they are handed over, they must be fetched again or they
+    are lost: Faust's own ``getmany`` seeks back to committed offsets then, and so does the
+    intake's loop. A partition the group never committed goes back to its beginning
+    (aiokafka's ``seek_to_committed`` leaves it where it is)."""
+    tp1 = TP("pings", 1)
+    fetched = {TP0: batch(10, 11).records, tp1: batch(0, 1, tp=tp1).records}
+    seeks: list[Any] = []
+
+    async def scenario() -> tuple[set[TP], set[TP], set[TP], Any]:
+        app = HotspotApp("intake-test-3", broker="kafka://127.0.0.1:9")
+        app.intake = Intake({"pings"}, max_buffered=100)
+        consumer = app.consumer
+
+        async def perform_seek() -> None:
+            seeks.append("committed")
+            consumer._committed_offset[TP0] = 10
+
+        async def seek_to_beginning(*tps: TP) -> None:
+            seeks.append(("beginning", set(tps)))
+
+        consumer.perform_seek = perform_seek
+        consumer._thread.seek_to_beginning = seek_to_beginning
+        consumer.assignment = lambda: {TP0, tp1}
+        consumer.highwater = lambda tp: 12
+        active = {TP0, tp1}
+        consumer.resume_flow()
+        paused = await consumer._deliver(consumer.intake, fetched, {TP0})
+        consumer.intake.clear()
+        consumer._read_offset.clear()
+        whole = await consumer._deliver(consumer.intake, fetched, active)
+        consumer.stop_flow()
+        stopped = await consumer._deliver(consumer.intake, fetched, active)
+        await consumer._seek_back(stopped)
+        return paused, whole, stopped, consumer
+
+    paused, whole, stopped, consumer = run(scenario())
+    assert paused == {tp1}  # paused meanwhile: not handed over
+    assert whole == set()
+    assert stopped == {TP0, tp1}
+    assert seeks == ["committed", ("beginning", {tp1})]
+    assert consumer._read_offset[tp1] is None

@@ -259,9 +259,9 @@ def bulk_consumer_class(base: type) -> type:
             recovery and Faust's seek, the worker itself stops the flow); this loop replaces
             it, so it must too. And aiokafka's ``seek_to_committed`` leaves a partition the
             group never committed where it is, so a dropped one of those goes back to its
-            beginning (the worker reads from ``earliest``). Measured before this: a worker taking over a
-            killed one's partitions, on a loaded machine, dropped the first fetch of three of
-            them and never read them again (``tests/stream/test_scale_out.py``)."""
+            beginning (the worker reads from ``earliest``). Measured before this: a worker
+            taking over a killed one's partitions, on a loaded machine, dropped the first fetch
+            of three of them and never read them again (``tests/stream/test_scale_out.py``)."""
             self.log.info(
                 "fetched records of %s not handed over (rebalance): seeking back to committed",
                 sorted(f"{tp.topic}[{tp.partition}]" for tp in dropped),

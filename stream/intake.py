@@ -210,7 +210,7 @@ def bulk_consumer_class(base: type) -> type:
             commit_every = self._commit_every
             for tp, tp_records in records.items():
                 if not self.flow_active or app.consumer_generation_id != generation:
-                    return dropped | set(records)
+                    return set(records)
                 if not (active is None or tp in active or tp in self._buffered_partitions):
                     dropped.add(tp)
                     continue
@@ -224,7 +224,7 @@ def bulk_consumer_class(base: type) -> type:
                     await self._note_gaps(tp, r_offset, tp_records)
                     await self.wait_first(intake.room(), self.suspend_flow.wait())
                     if not self.flow_active or self.suspend_flow.is_set():
-                        return dropped | set(records)
+                        return set(records)
                     intake.offer(Batch(tp, tp_records))
                     read_offset[tp] = tp_records[-1].offset
                     if commit_every is not None and self._n_acked >= commit_every:

@@ -191,7 +191,13 @@ class Processor:
         app.task(self._read_outputs)
 
         async def metrics_page(web: Any, request: Any) -> Any:
-            metrics.observe_view(self.control_room.local_part())
+            states = self.stage.states
+            room = self.control_room
+            metrics.observe_gauges(
+                len(states),
+                sum(1 for state in states.values() if state.visits),
+                (h["state"] for h in room.local_hotspots(room.now_ms())),
+            )
             return metrics.exposition(web)
 
         app.page("/metrics")(metrics_page)

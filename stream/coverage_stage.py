@@ -22,7 +22,7 @@ from geofences.coverage import Alert, CoverageSettings, HotspotCoverage
 from geofences.errors import InvalidAssignment
 from geofences.hotspots import HotSpotCollection, Window, parse_window
 from geofences.windows import add_window, parse_assignment, window_to_obj
-from stream.presence_stage import Consumed, Message, VisitUpdate, dead_letter, stored_json
+from stream.presence_stage import Consumed, Message, VisitUpdate, compact_json, dead_letter
 
 _partitioner = DefaultPartitioner()
 
@@ -179,7 +179,7 @@ class CoverageStage:
         self._pending_moved.discard(hotspot_id)
         header, changed, removed = ledger.take_visit_changes()
         partition = self.partition_of[hotspot_id]
-        encoded = stored_json(
+        encoded = compact_json(
             {
                 "ledger": header,
                 "assigned": [window_to_obj(w) for w in self.assigned[hotspot_id]],
@@ -192,7 +192,7 @@ class CoverageStage:
         for unit_id, unit_type, enter_ms, end_ms, is_open, marks in changed:
             out.writes[visit_key(hotspot_id, unit_id, enter_ms)] = (
                 partition,
-                stored_json([unit_type, end_ms, is_open, marks]),
+                compact_json([unit_type, end_ms, is_open, marks]),
             )
         for unit_id, enter_ms in removed:
             out.writes[visit_key(hotspot_id, unit_id, enter_ms)] = (partition, None)
@@ -204,7 +204,7 @@ class CoverageStage:
     def _emit(hotspot_id: str, alerts: list[Alert], out: CoverageOutput) -> None:
         for alert in alerts:
             out.decided.append(alert)
-            out.alerts.append((hotspot_id.encode(), orjson.dumps(alert.to_json_dict())))
+            out.alerts.append((hotspot_id.encode(), compact_json(alert.to_json_dict())))
 
     def _advance_through(self, hotspot_id: str, until_ms: int, out: CoverageOutput) -> None:
         """Fire every decision the ledger has due up to ``until_ms``, each at its own time."""

@@ -14,9 +14,10 @@ repeats one.
 from __future__ import annotations
 
 import math
+import sys
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
@@ -204,6 +205,12 @@ class _Visit:
     open: bool
     #: a shared empty frozenset until the first mark (an empty set costs 216 B a visit)
     marks: frozenset[str] | set[str] = frozenset()
+    #: ``(unit_id, enter_ms)``, made once: the one key object of every map and set of visits
+    key: tuple[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.unit_type = sys.intern(self.unit_type)
+        self.key = (self.unit_id, self.enter_ms)
 
 
 def _pair_mark(visit: _Visit, other: _Visit, overlap_start_ms: int) -> str | None:
@@ -281,7 +288,7 @@ class HotspotCoverage:
         return self._now is not None and enter_ms < self._now - self.settings.retention_ms
 
     def _note_changed(self, visit: _Visit) -> None:
-        key = (visit.unit_id, visit.enter_ms)
+        key = visit.key
         self._changed.add(key)
         self._unsaved_rows.add(key)
         self._unsaved = True
@@ -316,7 +323,7 @@ class HotspotCoverage:
             current.open = False
             self._touch(current)
         visit = _Visit(unit_id, unit_type, enter_ms, enter_ms, True)
-        self._visits[(unit_id, enter_ms)] = visit
+        self._visits[visit.key] = visit
         self._open[unit_id] = visit
         if current is None:
             self._grow(visit, enter_ms, enter_ms)
@@ -368,7 +375,7 @@ class HotspotCoverage:
             del self._open[unit_id]
             self._touch(visit)
         whole = _Visit(unit_id, unit_type, enter_ms, max(exit_ms, enter_ms), False)
-        self._visits[(unit_id, enter_ms)] = whole
+        self._visits[whole.key] = whole
         self._touch(whole)
 
     def set_windows(self, windows: Sequence[Window]) -> None:
@@ -787,7 +794,7 @@ class HotspotCoverage:
                 visit = _Visit(str(unit_id), str(unit_type), int(enter), int(end), bool(is_open))
                 if marks:
                     visit.marks = {str(m) for m in marks}
-                ledger._visits[(visit.unit_id, visit.enter_ms)] = visit
+                ledger._visits[visit.key] = visit
                 if visit.open:
                     ledger._open[visit.unit_id] = visit
             for key, (end, flags) in data["fired"].items():

@@ -21,7 +21,7 @@ from faust.types import TP
 
 from geofences.hotspots import HotSpotCollection
 from geofences.index import HotSpotIndex
-from stream import metrics
+from stream import memory, metrics
 from stream.access import Access
 from stream.control_room import ControlRoom
 from stream.coverage_stage import (
@@ -41,6 +41,11 @@ from stream.webhooks import WebhookDispatcher, endpoints_from_env
 log = logging.getLogger("hotspot")
 
 RAW = {"key_serializer": "raw", "value_serializer": "raw"}
+
+#: The presence table's in-memory value for a unit whose state the presence stage holds: the
+#: changelog gets the encoded state, the table only this marker (the bytes beside the decoded
+#: state were about 270 B a unit). Values Faust recovers from the changelog are real bytes.
+HELD_BY_STAGE = b""
 
 
 def batch_records(batches: Iterable[Batch]) -> list[Consumed]:
@@ -183,6 +188,7 @@ class Processor:
             self._assignments_agent
         )
         app.timer(s.tick_interval_s, name="clock")(self._on_tick)
+        app.timer(memory.RELEASE_INTERVAL_S, name="release-memory")(self._release_memory)
         if self.webhooks is not None:
             app.task(self.webhooks.serve)
         app.on_partitions_revoked.connect(self._on_revoked)
@@ -255,7 +261,7 @@ class Processor:
         for batch in batches:
             self._next_offset[batch.tp] = batch.records[-1].offset + 1
         started = time.perf_counter()
-        out = self.stage.process(batch_records(batches), self.table.data.get)
+        out = self.stage.process(batch_records(batches), self._stored_state)
         clock_ready = s.clock == "event" and self._event_clock_ready()
         if clock_ready:
             watermark = self.stage.watermark_ms()
@@ -265,6 +271,10 @@ class Processor:
         await self.publish(out)
         if clock_ready:
             await self._broadcast_watermark()
+
+    def _stored_state(self, key: bytes) -> bytes | None:
+        """A unit's state as recovered from the changelog, if the stage does not hold it."""
+        return self.table.data.get(key) or None
 
     def _event_clock_ready(self) -> bool:
         """Whether the event-time watermark may move: not while a pings partition this worker
@@ -358,19 +368,20 @@ class Processor:
                         out.visit_updates, self.coverage.partition_of
                     )
                 ),
-                self._write(self.table, out.writes.items()),
+                self._write(self.table, out.writes.items(), keep=False),
             )
         )
         metrics.record(out)
 
     @staticmethod
     def _write(
-        table: Any, writes: Iterable[tuple[bytes, tuple[int, bytes | None]]]
+        table: Any, writes: Iterable[tuple[bytes, tuple[int, bytes | None]]], keep: bool = True
     ) -> list[Outgoing]:
         """Write table entries; returns their changelog messages, each with an explicit
         partition (the key's own), for the caller to send.
 
-        A value of None deletes the key (a tombstone in the changelog).
+        A value of None deletes the key (a tombstone in the changelog). With ``keep`` False
+        the table keeps :data:`HELD_BY_STAGE` instead of the value.
         Faust's ``table[key] = value`` takes the partition from the current event, which a
         batch or a timer does not have; each stage knows its keys' partitions, so we say it.
         """
@@ -381,7 +392,7 @@ class Processor:
             if value is None:
                 data.pop(key, None)
             else:
-                data[key] = value
+                data[key] = value if keep else HELD_BY_STAGE
             messages.append((changelog, key, value, partition))
         return messages
 
@@ -390,6 +401,9 @@ class Processor:
     def _owned_partitions(self, *topics: str) -> set[int]:
         names = set(topics) or {self.settings.topics.pings, self.plan.rekeyed}
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic in names}
+
+    async def _release_memory(self) -> None:
+        memory.release_free_memory()
 
     async def _on_tick(self) -> None:
         """Live mode: the wall clock drives signal loss and coverage, pings or no pings."""
@@ -410,6 +424,24 @@ class Processor:
         self.ready = False
         self._idle.clear()
 
+    def _restore_presence(self, owned: set[int]) -> int:
+        """The presence stage after a rebalance: the states of partitions it no longer owns
+        dropped, and every state Faust recovered from the changelog adopted (a partition new
+        here is read from its beginning, so all of its units; one kept is read on from where
+        recovery last stopped, so only states written since, which the stage may hold newer:
+        each unit is then as it was last written, as after a restart). The states the stage
+        keeps are marked :data:`HELD_BY_STAGE` in the table; returns how many were adopted."""
+        data = self.table.data
+        for unit_id in self.stage.forget_partitions(set(range(self.plan.partitions)) - owned):
+            data.pop(unit_id.encode(), None)
+        self.stage.reset_watermark()
+        recovered = [(key, raw) for key, raw in data.items() if raw]
+        restored = self.stage.restore(recovered, owned)
+        for key, _ in recovered:
+            if key.decode() in self.stage.states:
+                data[key] = HELD_BY_STAGE
+        return restored
+
     async def _on_rebalance_complete(self, app: faust.App, **_: Any) -> None:
         # Faust (0.15.3, Recovery.on_recovery_completed) sends this signal, then resumes the
         # stream partitions and only then seeks them to their committed offsets, with the
@@ -421,9 +453,8 @@ class Processor:
         # the seek, and a fetch that returns while it is stopped seeks to committed itself.
         app.consumer.stop_flow()
         owned = self._owned_partitions()
-        self.stage.forget_partitions(set(range(self.plan.partitions)))
+        restored = self._restore_presence(owned)
         self.coverage.forget()
-        restored = self.stage.restore(list(self.table.data.items()), owned)
         log.info("presence: %d unit states restored for partitions %s", restored, sorted(owned))
         if self.settings.clock == "live":
             # the first tick builds every owned hot spot's ledger (~0.3 s for 2,000): here, not

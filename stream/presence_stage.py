@@ -248,8 +248,8 @@ class PresenceStage:
                 count += 1
         return count
 
-    def forget_partitions(self, partitions: Collection[int]) -> None:
-        """Drop cached state of partitions this worker no longer owns."""
+    def forget_partitions(self, partitions: Collection[int]) -> list[str]:
+        """Drop cached state of partitions this worker no longer owns; returns their units."""
         for partition in partitions:
             self._due.pop(partition, None)
         gone = [u for u, p in self.partition_of.items() if p in partitions]
@@ -259,6 +259,12 @@ class PresenceStage:
             self.written_ms.pop(unit_id, None)
         for tp in [tp for tp in self.partition_max_ts if tp[1] in partitions]:
             del self.partition_max_ts[tp]
+        return gone
+
+    def reset_watermark(self) -> None:
+        """Forget every partition's largest ping ts: after a rebalance the watermark is built
+        again from what is delivered."""
+        self.partition_max_ts.clear()
 
     # -- time ---------------------------------------------------------------------------------
 

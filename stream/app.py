@@ -47,6 +47,9 @@ RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 #: state were about 270 B a unit). Values Faust recovers from the changelog are real bytes.
 HELD_BY_STAGE = b""
 
+#: the largest record batch the worker produces, and the most it fetches per partition
+MAX_BATCH_BYTES = 512 * 1024
+
 
 def batch_records(batches: Iterable[Batch]) -> list[Consumed]:
     """The intake's batches' records, in order: aiokafka's own, read as they are."""
@@ -156,7 +159,10 @@ class Processor:
             broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
             consumer_auto_offset_reset="earliest",
             producer_linger=0.005,
-            producer_max_batch_size=512 * 1024,  # one record batch per partition per publish
+            producer_max_batch_size=MAX_BATCH_BYTES,  # one record batch per partition per publish
+            # no larger than a batch we produce: a fetch then never has to exceed it, and what
+            # one fetch holds stays small (worker RSS, README: Performance)
+            consumer_max_fetch_size=MAX_BATCH_BYTES,
             table_standby_replicas=0,
             logging_config=None,
         )

@@ -100,7 +100,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def run_worker(settings: Settings) -> int:
     """Prepare the broker, then run the Faust worker until SIGINT/SIGTERM."""
-    from stream import tansu
+    from stream import memory, tansu
+
+    memory.fix_mmap_threshold()
     from stream.topics import BrokerUnreachable, prepare_broker
 
     try:

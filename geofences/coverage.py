@@ -207,10 +207,25 @@ class _Visit:
     marks: frozenset[str] | set[str] = frozenset()
     #: ``(unit_id, enter_ms)``, made once: the one key object of every map and set of visits
     key: tuple[str, int] = field(init=False)
+    #: the row as last handed out by ``take_visit_changes`` (or restored), as ``end_ms`` and
+    #: ``open + 2 * len(marks)``: a row's unit type never changes and marks are only added.
+    #: ``saved_end`` is None while the visit was never written.
+    saved_end: int | None = field(init=False, default=None)
+    saved_flags: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.unit_type = sys.intern(self.unit_type)
         self.key = (self.unit_id, self.enter_ms)
+
+    def flags(self) -> int:
+        return int(self.open) + 2 * len(self.marks)
+
+    def mark_saved(self) -> None:
+        self.saved_end = self.end_ms
+        self.saved_flags = self.flags()
+
+    def is_saved(self) -> bool:
+        return self.saved_end == self.end_ms and self.saved_flags == self.flags()
 
 
 def _pair_mark(visit: _Visit, other: _Visit, overlap_start_ms: int) -> str | None:
@@ -219,11 +234,6 @@ def _pair_mark(visit: _Visit, other: _Visit, overlap_start_ms: int) -> str | Non
     first, second = sorted((visit.unit_id, other.unit_id))
     mark = f"{first}|{second}|{overlap_start_ms}"
     return None if mark in visit.marks or mark in other.marks else mark
-
-
-def _row(visit: _Visit) -> tuple[Any, ...]:
-    """What a stored visit row holds besides its key (``take_visit_changes``)."""
-    return (visit.unit_type, visit.end_ms, visit.open, tuple(sorted(visit.marks)))
 
 
 class HotspotCoverage:
@@ -264,8 +274,6 @@ class HotspotCoverage:
         self._services: dict[str, int | None] = {}
         self._wake: int | None = None
         self._covered: dict[str, int] = {}
-        #: visit rows as last handed out by ``take_visit_changes`` (or restored)
-        self._saved: dict[tuple[str, int], tuple[Any, ...]] = {}
         #: visits changed (or pruned) since then: ``take_visit_changes`` looks at these only
         self._unsaved_rows: set[tuple[str, int]] = set()
         self._pruned: set[tuple[str, int]] = set()
@@ -578,12 +586,14 @@ class HotspotCoverage:
             if "m" not in flags and "g" not in flags:
                 horizon = min(horizon, instance.start_ms)
                 break
-        stale = [k for k, v in self._visits.items() if not v.open and v.end_ms < horizon]
-        for key in stale:
+        stale = [v for v in self._visits.values() if not v.open and v.end_ms < horizon]
+        for visit in stale:
+            key = visit.key
             del self._visits[key]
             self._unsaved = True
             self._changed.discard(key)
-            self._pruned.add(key)
+            if visit.saved_end is not None:
+                self._pruned.add(key)
 
     def _compute_wake(self, now_ms: int) -> int | None:
         grace = self.settings.grace_ms
@@ -752,19 +762,14 @@ class HotspotCoverage:
         a busy hot spot holds a day of visits. ``from_dict(header | {"visits": rows})`` of the
         latest header and rows restores the ledger."""
         header = self.to_dict(with_visits=False)
-        saved = self._saved
-        removed = sorted(k for k in self._pruned if k in saved and k not in self._visits)
-        for key in removed:
-            del saved[key]
+        removed = sorted(k for k in self._pruned if k not in self._visits)
         changed: list[list[Any]] = []
         for key in sorted(self._unsaved_rows, key=lambda k: (k[1], k[0])):
             v = self._visits.get(key)
-            if v is None:
+            if v is None or v.is_saved():
                 continue
-            row = _row(v)
-            if saved.get(key) != row:
-                saved[key] = row
-                changed.append([v.unit_id, v.unit_type, v.enter_ms, v.end_ms, v.open, list(row[3])])
+            v.mark_saved()
+            changed.append([v.unit_id, v.unit_type, v.enter_ms, v.end_ms, v.open, sorted(v.marks)])
         self._unsaved_rows = set()
         self._pruned = set()
         self._unsaved = False
@@ -802,7 +807,8 @@ class HotspotCoverage:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed coverage snapshot: {exc}") from exc
         ledger._changed = set(ledger._visits)
-        ledger._saved = {key: _row(v) for key, v in ledger._visits.items()}
+        for visit in ledger._visits.values():
+            visit.mark_saved()
         ledger._unsaved = False
         return ledger
 

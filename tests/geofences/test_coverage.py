@@ -467,6 +467,7 @@ def test_visit_changes_rebuild_the_ledger(steps: list[tuple[str, str, int]]) -> 
     stored.update(((row[0], row[2]), row) for row in changed)
     for key in removed:
         del stored[key]
+    assert cov.take_visit_changes()[1:] == ([], []), "an unchanged row is handed out again"
     rows = sorted(stored.values(), key=lambda r: (r[2], r[0]))
     rebuilt = HotspotCoverage.from_dict(
         {**header, "visits": rows}, [window()], LONDON, cov.settings

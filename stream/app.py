@@ -35,7 +35,7 @@ from stream.intake import Batch, Intake, ack, bulk_consumer_class, track
 from stream.outbox import Outgoing, outbox_of
 from stream.presence_stage import Consumed, Message, PresenceStage, Record, StageOutput
 from stream.settings import Settings
-from stream.topics import TopicPlan
+from stream.topics import MAX_BATCH_BYTES, TopicPlan
 from stream.webhooks import WebhookDispatcher, endpoints_from_env
 
 log = logging.getLogger("hotspot")
@@ -46,9 +46,6 @@ RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 #: changelog gets the encoded state, the table only this marker (the bytes beside the decoded
 #: state were about 270 B a unit). Values Faust recovers from the changelog are real bytes.
 HELD_BY_STAGE = b""
-
-#: the largest record batch the worker produces, and the most it fetches per partition
-MAX_BATCH_BYTES = 512 * 1024
 
 
 def batch_records(batches: Iterable[Batch]) -> list[Consumed]:
@@ -160,8 +157,6 @@ class Processor:
             consumer_auto_offset_reset="earliest",
             producer_linger=0.005,
             producer_max_batch_size=MAX_BATCH_BYTES,  # one record batch per partition per publish
-            # no larger than a batch we produce: a fetch then never has to exceed it, and what
-            # one fetch holds stays small (worker RSS, README: Performance)
             consumer_max_fetch_size=MAX_BATCH_BYTES,
             table_standby_replicas=0,
             logging_config=None,

@@ -24,6 +24,7 @@ from aiokafka.structs import TopicPartition
 
 from geofences.timefmt import parse_rfc3339_ms
 from stream import tansu
+from stream.topics import MAX_BATCH_BYTES
 
 log = logging.getLogger("hotspot.feed")
 
@@ -85,6 +86,7 @@ async def read_outputs(
         group_id=None,
         enable_auto_commit=False,
         fetch_max_wait_ms=tansu.fetch_wait_ms(),
+        max_partition_fetch_bytes=MAX_BATCH_BYTES,
     )
     kinds = {topic: kind for kind, topic in topics.items()}
     while not should_stop():

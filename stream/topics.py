@@ -17,6 +17,11 @@ from aiokafka.errors import KafkaError
 
 from stream.settings import Settings, TopicNames
 
+#: the largest record batch the worker produces (one per partition and publish), and the most
+#: its consumers fetch per partition: a fetch never has to exceed it, and what one fetch holds
+#: in memory stays small (worker RSS, README: Performance)
+MAX_BATCH_BYTES = 512 * 1024
+
 
 class BrokerUnreachable(RuntimeError):
     """The broker did not answer; the message is one line for the operator."""

@@ -186,7 +186,8 @@ class PresenceStage:
         self.known_hotspots = frozenset(index.ids)
         self.states: dict[str, UnitState] = {}
         self.partition_of: dict[str, int] = {}
-        #: unit -> ``last_ms`` of the state last written to (or restored from) the changelog.
+        #: unit -> ``last_ms`` of the state last written to (or restored from) the changelog,
+        #: for units without open visits only (those with visits are written on every ping).
         self.written_ms: dict[str, int | None] = {}
         #: partition -> heap of (signal-loss deadline, unit), some superseded (a unit's deadline
         #: is its state's, ``signal_deadline_ms``): ``expire`` looks at the due ones only, not
@@ -211,7 +212,7 @@ class PresenceStage:
     def _adopt(self, unit_id: str, state: UnitState, partition: int) -> None:
         """Take a state read from the changelog: cached, and known to be written."""
         self._remember(unit_id, state, partition)
-        self.written_ms[unit_id] = state.last_ms
+        self._note_written(unit_id, state)
 
     def _deadline(self, unit_id: str, partition: int) -> int | None:
         """The unit's current signal-loss deadline, if it is in ``partition``."""
@@ -301,6 +302,12 @@ class PresenceStage:
 
     # -- pings --------------------------------------------------------------------------------
 
+    def _note_written(self, unit_id: str, state: UnitState) -> None:
+        if state.visits:
+            self.written_ms.pop(unit_id, None)
+        else:
+            self.written_ms[unit_id] = state.last_ms
+
     def _stale(self, unit_id: str, state: UnitState) -> bool:
         if unit_id not in self.written_ms:
             return True
@@ -333,7 +340,7 @@ class PresenceStage:
         moved = self.partition_of.get(unit_id) != partition
         self._remember(unit_id, state, partition)
         if moved or state.visits or events or type_changed or self._stale(unit_id, state):
-            self.written_ms[unit_id] = state.last_ms
+            self._note_written(unit_id, state)
             out.writes[unit_id.encode()] = (partition, encode_state(state, partition))
         for event in events:
             key = event.hotspot_id.encode()

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from operator import attrgetter
+from typing import Any, NamedTuple
 
 from geofences.pings import UNKNOWN_UNIT_TYPE, Ping
 from geofences.timefmt import format_ms
@@ -61,14 +62,15 @@ class ExitReason(StrEnum):
     HOTSPOT_REMOVED = "hotspot_removed"
 
 
-@dataclass(slots=True)
-class Visit:
-    """An open visit of one unit to one hot spot.
+class Visit(NamedTuple):
+    """An open visit of one unit to one hot spot; never changed once made (a new ping makes a
+    new one), so states can share it.
 
     ``streak_*`` describe the open outside streak (its first ping), if any.
     ``last_inside_ms`` is the latest usable ping inside the hot spot (coverage counts up to it).
     """
 
+    hotspot_id: str
     enter_ms: int
     unit_type: str
     last_inside_ms: int
@@ -77,38 +79,52 @@ class Visit:
     streak_lon: float = 0.0
 
 
+_visit_hotspot = attrgetter("hotspot_id")
+
+
 @dataclass(slots=True)
 class UnitState:
-    """Everything remembered about one unit; snapshot with :meth:`to_dict`."""
+    """Everything remembered about one unit; snapshot with :meth:`to_dict`.
+
+    ``visits`` is a tuple ordered by hot spot id: a unit is in none, one or a few hot spots, and
+    a tuple costs a tenth of a dict (issue 3: memory per tracked unit).
+    """
 
     unit_type: str = UNKNOWN_UNIT_TYPE
     last_ms: int | None = None
     last_lat: float = 0.0
     last_lon: float = 0.0
-    visits: dict[str, Visit] = field(default_factory=dict)
+    visits: tuple[Visit, ...] = ()
+
+    @property
+    def hotspot_ids(self) -> tuple[str, ...]:
+        """The hot spots the unit is present in, in order."""
+        return tuple(v.hotspot_id for v in self.visits)
+
+    def visit(self, hotspot_id: str) -> Visit | None:
+        """The open visit to ``hotspot_id``, if any."""
+        for v in self.visits:
+            if v.hotspot_id == hotspot_id:
+                return v
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """A compact JSON-able snapshot; :meth:`from_dict` restores it exactly."""
         return {
             "t": self.unit_type,
             "l": [self.last_ms, self.last_lat, self.last_lon],
-            "v": {
-                hotspot_id: [
-                    v.enter_ms,
-                    v.unit_type,
-                    v.last_inside_ms,
-                    v.streak_ms,
-                    v.streak_lat,
-                    v.streak_lon,
-                ]
-                for hotspot_id, v in self.visits.items()
-            },
+            "v": {v.hotspot_id: list(v[1:]) for v in self.visits},
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UnitState:
         last_ms, last_lat, last_lon = data["l"]
-        visits = {hotspot_id: Visit(*fields) for hotspot_id, fields in data["v"].items()}
+        visits = tuple(
+            sorted(
+                (Visit(hotspot_id, *fields) for hotspot_id, fields in data["v"].items()),
+                key=_visit_hotspot,
+            )
+        )
         return cls(data["t"], last_ms, last_lat, last_lon, visits)
 
 
@@ -201,13 +217,13 @@ class Observation:
 
 def _exit(
     unit_id: str,
-    hotspot_id: str,
     visit: Visit,
     reason: ExitReason,
     ts_ms: int,
     lat: float,
     lon: float,
 ) -> tuple[GeofenceEvent, DwellEvent]:
+    hotspot_id = visit.hotspot_id
     return (
         GeofenceEvent(
             "exit", unit_id, visit.unit_type, hotspot_id, ts_ms, lat, lon, reason, visit.enter_ms
@@ -216,29 +232,26 @@ def _exit(
     )
 
 
-def _close_all(unit_id: str, state: UnitState, events: list[Event]) -> None:
-    """Signal loss: close every open visit (contract §4 "Exit (signal lost)")."""
+def _left(unit_id: str, visit: Visit) -> tuple[GeofenceEvent, DwellEvent]:
+    """Exit (left), dated at the first ping of the visit's outside streak."""
+    assert visit.streak_ms is not None
+    return _exit(
+        unit_id, visit, ExitReason.LEFT, visit.streak_ms, visit.streak_lat, visit.streak_lon
+    )
+
+
+def _close_all(unit_id: str, state: UnitState) -> list[Event]:
+    """Signal loss: the events that close every open visit (contract §4 "Exit (signal lost)")."""
+    events: list[Event] = []
     if state.last_ms is None:
-        return
-    for hotspot_id in sorted(state.visits):
-        visit = state.visits[hotspot_id]
+        return events
+    for visit in state.visits:
         if visit.streak_ms is not None:
-            events.extend(
-                _exit(
-                    unit_id,
-                    hotspot_id,
-                    visit,
-                    ExitReason.LEFT,
-                    visit.streak_ms,
-                    visit.streak_lat,
-                    visit.streak_lon,
-                )
-            )
+            events.extend(_left(unit_id, visit))
         else:
             events.extend(
                 _exit(
                     unit_id,
-                    hotspot_id,
                     visit,
                     ExitReason.SIGNAL_LOST,
                     state.last_ms,
@@ -246,15 +259,7 @@ def _close_all(unit_id: str, state: UnitState, events: list[Event]) -> None:
                     state.last_lon,
                 )
             )
-    state.visits = {}
-
-
-def _copy(state: UnitState) -> UnitState:
-    visits = {
-        h: Visit(v.enter_ms, v.unit_type, v.last_inside_ms, v.streak_ms, v.streak_lat, v.streak_lon)
-        for h, v in state.visits.items()
-    }
-    return UnitState(state.unit_type, state.last_ms, state.last_lat, state.last_lon, visits)
+    return events
 
 
 def observe(
@@ -272,66 +277,76 @@ def observe(
     The given state is not modified.
     """
     current = UnitState() if state is None else state
-    in_order = current.last_ms is None or ping.ts_ms > current.last_ms
+    ts_ms = ping.ts_ms
+    in_order = current.last_ms is None or ts_ms > current.last_ms
     if ping.accuracy_m is not None and ping.accuracy_m > settings.max_accuracy_m:
         if in_order and ping.unit_type is not None and ping.unit_type != current.unit_type:
-            updated = _copy(current)
-            updated.unit_type = ping.unit_type
+            updated = UnitState(
+                ping.unit_type, current.last_ms, current.last_lat, current.last_lon, current.visits
+            )
             return Observation(Outcome.POOR_ACCURACY, updated)
         return Observation(Outcome.POOR_ACCURACY, current)
     if not in_order:
         return Observation(Outcome.LATE, current)
 
-    new = _copy(current)
-    if ping.unit_type is not None:
-        new.unit_type = ping.unit_type
+    unit_type = current.unit_type if ping.unit_type is None else ping.unit_type
+    visits = current.visits
     events: list[Event] = []
-    if new.last_ms is not None and ping.ts_ms - new.last_ms > settings.signal_timeout_ms:
-        _close_all(ping.unit_id, new, events)
+    if (
+        visits
+        and current.last_ms is not None
+        and ts_ms - current.last_ms > settings.signal_timeout_ms
+    ):
+        events = _close_all(ping.unit_id, current)
+        visits = ()
 
+    kept: list[Visit] = []
     still_inside: list[str] = []
-    for hotspot_id in sorted(new.visits):
-        visit = new.visits[hotspot_id]
+    for visit in visits:
+        hotspot_id = visit.hotspot_id
         if hotspot_id in inside:
-            visit.streak_ms = None
-            visit.last_inside_ms = ping.ts_ms
+            kept.append(Visit(hotspot_id, visit.enter_ms, visit.unit_type, ts_ms))
             still_inside.append(hotspot_id)
             continue
         if visit.streak_ms is None:
-            visit.streak_ms, visit.streak_lat, visit.streak_lon = ping.ts_ms, ping.lat, ping.lon
-        if (
-            ping.ts_ms - visit.streak_ms >= settings.exit_grace_ms
-            or distance_m(hotspot_id) > settings.exit_buffer_m
-        ):
-            events.extend(
-                _exit(
-                    ping.unit_id,
-                    hotspot_id,
-                    visit,
-                    ExitReason.LEFT,
-                    visit.streak_ms,
-                    visit.streak_lat,
-                    visit.streak_lon,
-                )
-            )
-            del new.visits[hotspot_id]
-
-    for hotspot_id in sorted(h for h in inside if h not in new.visits):
-        new.visits[hotspot_id] = Visit(ping.ts_ms, new.unit_type, ping.ts_ms)
-        events.append(
-            GeofenceEvent(
-                "enter",
-                ping.unit_id,
-                new.unit_type,
+            visit = Visit(
                 hotspot_id,
-                ping.ts_ms,
+                visit.enter_ms,
+                visit.unit_type,
+                visit.last_inside_ms,
+                ts_ms,
                 ping.lat,
                 ping.lon,
-                None,
-                ping.ts_ms,
             )
-        )
-    new.last_ms, new.last_lat, new.last_lon = ping.ts_ms, ping.lat, ping.lon
+        assert visit.streak_ms is not None
+        if (
+            ts_ms - visit.streak_ms >= settings.exit_grace_ms
+            or distance_m(hotspot_id) > settings.exit_buffer_m
+        ):
+            events.extend(_left(ping.unit_id, visit))
+        else:
+            kept.append(visit)
+
+    if len(inside) > len(still_inside):
+        entered = sorted(h for h in inside if h not in still_inside)
+        for hotspot_id in entered:
+            kept.append(Visit(hotspot_id, ts_ms, unit_type, ts_ms))
+            events.append(
+                GeofenceEvent(
+                    "enter",
+                    ping.unit_id,
+                    unit_type,
+                    hotspot_id,
+                    ts_ms,
+                    ping.lat,
+                    ping.lon,
+                    None,
+                    ts_ms,
+                )
+            )
+        if len(kept) > 1:
+            kept.sort(key=_visit_hotspot)
+    new = UnitState(unit_type, ts_ms, ping.lat, ping.lon, tuple(kept))
     return Observation(Outcome.USABLE, new, tuple(events), tuple(still_inside))
 
 
@@ -350,9 +365,8 @@ def expire(
     deadline = signal_deadline_ms(state, settings)
     if deadline is None or now_ms <= deadline:
         return state, ()
-    new = _copy(state)
-    events: list[Event] = []
-    _close_all(unit_id, new, events)
+    events = _close_all(unit_id, state)
+    new = UnitState(state.unit_type, state.last_ms, state.last_lat, state.last_lon)
     return new, tuple(events)
 
 
@@ -361,17 +375,14 @@ def remove_hotspots(
 ) -> tuple[UnitState, tuple[Event, ...]]:
     """Close visits to hot spots that no longer exist (reason ``hotspot_removed``), dated at the
     unit's last usable ping: the last moment it was seen there."""
-    gone = [h for h in sorted(state.visits) if h not in known]
+    gone = [v for v in state.visits if v.hotspot_id not in known]
     if not gone or state.last_ms is None:
         return state, ()
-    new = _copy(state)
     events: list[Event] = []
-    for hotspot_id in gone:
-        visit = new.visits.pop(hotspot_id)
+    for visit in gone:
         events.extend(
             _exit(
                 unit_id,
-                hotspot_id,
                 visit,
                 ExitReason.HOTSPOT_REMOVED,
                 state.last_ms,
@@ -379,6 +390,8 @@ def remove_hotspots(
                 state.last_lon,
             )
         )
+    kept = tuple(v for v in state.visits if v.hotspot_id in known)
+    new = UnitState(state.unit_type, state.last_ms, state.last_lat, state.last_lon, kept)
     return new, tuple(events)
 
 

@@ -92,14 +92,14 @@ class ControlRoom:
                     "lat": state.last_lat,
                     "lon": state.last_lon,
                     "present_in": {
-                        hotspot_id: {
+                        visit.hotspot_id: {
                             "enter_ts": format_ms(visit.enter_ms),
                             "last_inside_ts": format_ms(visit.last_inside_ms),
                             "outside_since": None
                             if visit.streak_ms is None
                             else format_ms(visit.streak_ms),
                         }
-                        for hotspot_id, visit in sorted(state.visits.items())
+                        for visit in state.visits
                     },
                 }
             )

@@ -184,6 +184,9 @@ class PresenceStage:
         self.settings = settings
         self.pings_topic = pings_topic
         self.known_hotspots = frozenset(index.ids)
+        #: units restored with visits to hot spots no longer in the file: closed (reason
+        #: ``hotspot_removed``) at their next ping; only a restored state can hold one
+        self.orphaned: set[str] = set()
         self.states: dict[str, UnitState] = {}
         self.partition_of: dict[str, int] = {}
         #: unit -> ``last_ms`` of the state last written to (or restored from) the changelog,
@@ -212,6 +215,8 @@ class PresenceStage:
     def _adopt(self, unit_id: str, state: UnitState, partition: int) -> None:
         """Take a state read from the changelog: cached, and known to be written."""
         self._remember(unit_id, state, partition)
+        if any(v.hotspot_id not in self.known_hotspots for v in state.visits):
+            self.orphaned.add(unit_id)
         self._note_written(unit_id, state)
 
     def _deadline(self, unit_id: str, partition: int) -> int | None:
@@ -258,6 +263,7 @@ class PresenceStage:
             del self.states[unit_id]
             del self.partition_of[unit_id]
             self.written_ms.pop(unit_id, None)
+            self.orphaned.discard(unit_id)
         for tp in [tp for tp in self.partition_max_ts if tp[1] in partitions]:
             del self.partition_max_ts[tp]
         return gone
@@ -392,6 +398,7 @@ class PresenceStage:
 
         states = self.states
         outcomes = out.outcomes
+        orphaned = self.orphaned
         max_ts = self.partition_max_ts
         for (record, ping), inside in zip(pings, inside_sets, strict=True):
             tp = (record.topic, record.partition)
@@ -401,11 +408,8 @@ class PresenceStage:
                 self.first_ts = ping.ts_ms
             state = states.get(ping.unit_id) or self._state(ping.unit_id, load)
             removed: tuple[Event, ...] = ()
-            if (
-                state is not None
-                and state.visits
-                and not self.known_hotspots.issuperset(state.visits)
-            ):
+            if orphaned and ping.unit_id in orphaned and state is not None:
+                orphaned.discard(ping.unit_id)
                 state, removed = remove_hotspots(ping.unit_id, state, self.known_hotspots)
 
             def distance(hotspot_id: str, p: Ping = ping) -> float:
@@ -423,16 +427,17 @@ class PresenceStage:
                     record.timestamp,
                     state is None or state.unit_type != result.state.unit_type,
                 )
-            for hotspot_id in result.still_inside:
-                visit = result.state.visits[hotspot_id]
-                out.add_update(
-                    VisitUpdate(
-                        "inside",
-                        hotspot_id,
-                        ping.unit_id,
-                        visit.unit_type,
-                        ping.ts_ms,
-                        visit.enter_ms,
-                    )
-                )
+            if result.still_inside:
+                for visit in result.state.visits:
+                    if visit.hotspot_id in result.still_inside:
+                        out.add_update(
+                            VisitUpdate(
+                                "inside",
+                                visit.hotspot_id,
+                                ping.unit_id,
+                                visit.unit_type,
+                                ping.ts_ms,
+                                visit.enter_ms,
+                            )
+                        )
         return out

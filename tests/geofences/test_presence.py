@@ -167,7 +167,7 @@ def test_enter_at_the_pings_ts_and_position() -> None:
         None,
     )
     assert (enter.lat, enter.lon, enter.unit_id, enter.unit_type) == (p.lat, p.lon, "U1", "police")
-    assert set(result.state.visits) == {"A"}
+    assert set(result.state.hotspot_ids) == {"A"}
     assert result.state.last_ms == p.ts_ms
 
 
@@ -175,7 +175,7 @@ def test_ping_outside_everything_enters_nothing() -> None:
     u = Unit()
     assert u.at(0, FAR) == ()
     assert u.at(10, west_of_a(5)) == ()
-    assert u.state is not None and u.state.visits == {}
+    assert u.state is not None and u.state.visits == ()
     assert u.state.last_ms == ms(10)
     assert u.outcomes == [Outcome.USABLE, Outcome.USABLE]
 
@@ -186,8 +186,8 @@ def test_later_ping_inside_while_present_is_no_new_enter() -> None:
     result = u.send(ping(10, (60, 60)))
     assert result.events == ()
     assert result.still_inside == ("A",)
-    assert result.state.visits["A"].last_inside_ms == ms(10)
-    assert result.state.visits["A"].enter_ms == ms(0)
+    assert result.state.visit("A").last_inside_ms == ms(10)
+    assert result.state.visit("A").enter_ms == ms(0)
 
 
 @pytest.mark.parametrize(
@@ -223,7 +223,7 @@ def test_jitter_at_the_edge_does_not_flap(outside_m: float) -> None:
     for i in range(180):  # 30 minutes, a ping every 10 s, alternating in / just out
         u.at(10 * i, (2, 75) if i % 2 == 0 else west_of_a(outside_m))
     assert summary(u.events) == [("enter", "A", 0.0, None)]
-    assert u.state is not None and set(u.state.visits) == {"A"}
+    assert u.state is not None and set(u.state.hotspot_ids) == {"A"}
 
 
 def test_jitter_with_short_outside_runs_does_not_flap() -> None:
@@ -250,7 +250,7 @@ def test_buffer_exit_at_the_first_ping_beyond_the_buffer() -> None:
     assert isinstance(exit_, GeofenceEvent) and isinstance(dwell, DwellEvent)
     assert (exit_.lat, exit_.lon, exit_.unit_type) == (far.lat, far.lon, "pcso")
     assert dwell.exit_reason is ExitReason.LEFT and dwell.duration_s == 10.0
-    assert result.state.visits == {}
+    assert result.state.visits == ()
 
 
 @pytest.mark.parametrize(("metres", "exits"), [(19.5, False), (20.5, True), (21, True)])
@@ -310,7 +310,7 @@ def test_grace_one_millisecond_short_is_no_exit() -> None:
     u.at(0, IN_A)
     u.at(10, west_of_a(10))
     assert u.at(69.999, west_of_a(10)) == ()
-    assert u.state is not None and u.state.visits["A"].streak_ms == ms(10)
+    assert u.state is not None and u.state.visit("A").streak_ms == ms(10)
     assert summary(u.at(70, west_of_a(10))) == [
         ("exit", "A", 10.0, "left"),
         ("dwell", "A", 0.0, 10.0),
@@ -333,7 +333,7 @@ def test_inside_ping_ends_the_streak_and_a_later_streak_restarts_the_clock() -> 
     u.at(0, IN_A)
     u.at(10, west_of_a(10))  # streak 1 starts
     u.at(40, (1, 75))  # inside: streak 1 ends
-    assert u.state is not None and u.state.visits["A"].streak_ms is None
+    assert u.state is not None and u.state.visit("A").streak_ms is None
     u.at(50, west_of_a(10))  # streak 2 starts
     assert u.at(100, west_of_a(10)) == ()  # 90 s after streak 1 began, 50 s into streak 2
     assert u.at(109.999, west_of_a(10)) == ()
@@ -381,7 +381,7 @@ def test_signal_loss_noticed_by_the_next_ping_then_it_enters_again() -> None:
     assert dwell.exit_reason is ExitReason.SIGNAL_LOST
     assert isinstance(enter, GeofenceEvent) and enter.unit_type == "police"
     assert result.still_inside == ()
-    assert result.state.visits["A"].enter_ms == ms(401)
+    assert result.state.visit("A").enter_ms == ms(401)
 
 
 def test_signal_loss_then_fresh_ping_outside_only_exits() -> None:
@@ -391,7 +391,7 @@ def test_signal_loss_then_fresh_ping_outside_only_exits() -> None:
         ("exit", "A", 0.0, "signal_lost"),
         ("dwell", "A", 0.0, 0.0),
     ]
-    assert u.state is not None and u.state.visits == {}  # no streak left behind
+    assert u.state is not None and u.state.visits == ()  # no streak left behind
 
 
 def test_silence_of_exactly_the_timeout_is_not_signal_loss() -> None:
@@ -462,8 +462,8 @@ def test_expire_by_clock() -> None:
         assert e.unit_type == "outreach"
         if isinstance(e, GeofenceEvent):
             assert (e.lat, e.lon) == (last.lat, last.lon)
-    assert u.state is not None and u.state.visits == {}
-    assert before.visits.keys() == {"A", "B"}  # the given state was not modified
+    assert u.state is not None and u.state.visits == ()
+    assert set(before.hotspot_ids) == {"A", "B"}  # the given state was not modified
     assert u.state.last_ms == ms(100)  # the last usable ping is still remembered
     assert u.expire(10_000) == ()  # nothing left to close
 
@@ -553,7 +553,7 @@ def test_late_ping_when_not_present() -> None:
     u.at(100, FAR)
     result = u.send(ping(50, IN_A))
     assert result.outcome is Outcome.LATE and result.events == ()
-    assert result.state.visits == {}
+    assert result.state.visits == ()
 
 
 def test_late_ping_does_not_hide_signal_loss() -> None:
@@ -669,9 +669,9 @@ def test_overlapping_hot_spots_are_independent() -> None:
     ]
     # into B only, 10 m east of A: B is entered and A's streak starts; back into A in time
     assert summary(u.at(100, (160, 100))) == [("enter", "B", 100.0, None)]
-    assert u.state is not None and u.state.visits["A"].streak_ms == ms(100)
+    assert u.state is not None and u.state.visit("A").streak_ms == ms(100)
     assert u.at(110, (140, 100)) == ()
-    assert u.state.visits["A"].streak_ms is None
+    assert u.state.visit("A").streak_ms is None
     assert summary(u.at(120, FAR)) == [
         ("exit", "A", 120.0, "left"),
         ("dwell", "A", 0.0, 120.0),
@@ -707,12 +707,12 @@ def test_remove_hotspots_exits_with_reason_hotspot_removed() -> None:
     assert (exit_.lat, exit_.lon, exit_.unit_type) == (last.lat, last.lon, "police")
     assert exit_.to_json_dict()["reason"] == "hotspot_removed"
     assert dwell.to_json_dict()["exit_reason"] == "hotspot_removed"
-    assert set(state.visits) == {"A"}
-    assert set(before.visits) == {"A", "B"}  # not modified
+    assert set(state.hotspot_ids) == {"A"}
+    assert set(before.hotspot_ids) == {"A", "B"}  # not modified
     assert remove_hotspots("U1", state, {"A"}) == (state, ())
     state, events = remove_hotspots("U1", state, set())
     assert summary(events) == [("exit", "A", 30.0, "hotspot_removed"), ("dwell", "A", 0.0, 30.0)]
-    assert state.visits == {}
+    assert state.visits == ()
 
 
 def test_remove_hotspots_on_a_fresh_state() -> None:
@@ -1095,7 +1095,7 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 def test_random_walks_end_with_every_visit_closed(route: Route) -> None:
     states, events = run_walk(route)
     check_visits(route, events)
-    assert all(s.visits == {} for s in states.values())
+    assert all(s.visits == () for s in states.values())
 
     # walk() is the same thing
     w_states, w_events = walk(
@@ -1133,13 +1133,13 @@ def test_random_walks_closed_by_the_clock(route: Route, later: int) -> None:
         state = states[unit]
         deadline = signal_deadline_ms(state, SETTINGS)
         if deadline is None:
-            assert state.visits == {}
+            assert state.visits == ()
             continue
         assert expire(unit, state, deadline, SETTINGS) == (state, ())
         states[unit], closing = expire(unit, state, deadline + later, SETTINGS)
-        assert states[unit].visits == {}
+        assert states[unit].visits == ()
         assert states[unit].last_ms == state.last_ms
-        assert {e.hotspot_id for e in closing} == set(state.visits)
+        assert {e.hotspot_id for e in closing} == set(state.hotspot_ids)
         events.extend(closing)
     check_visits(cut, events)
     assert {(e.unit_id, e.hotspot_id) for e in events} == opened

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from geofences.hotspots import HotSpot
 from geofences.index import HotSpotIndex
-from geofences.presence import PresenceSettings, UnitState
+from geofences.presence import DwellEvent, GeofenceEvent, PresenceSettings, UnitState
 from geofences.projection import metres_per_degree
 from geofences.timefmt import format_ms
 from stream.presence_stage import PresenceStage, Record, StageOutput, decode_state
@@ -43,13 +43,12 @@ def box(x0: float, y0: float, x1: float, y1: float) -> shapely.Polygon:
 
 
 # A and B overlap; C is a triangle on its own. Walks stay within about 100 m of them.
-INDEX = HotSpotIndex(
-    [
-        HotSpot("A", "A", box(0, 0, 150, 150), ()),
-        HotSpot("B", "B", box(75, 50, 225, 200), ()),
-        HotSpot("C", "C", shapely.Polygon([lonlat(250, 0), lonlat(350, 0), lonlat(300, 90)]), ()),
-    ]
-)
+HOTSPOTS = [
+    HotSpot("A", "A", box(0, 0, 150, 150), ()),
+    HotSpot("B", "B", box(75, 50, 225, 200), ()),
+    HotSpot("C", "C", shapely.Polygon([lonlat(250, 0), lonlat(350, 0), lonlat(300, 90)]), ()),
+]
+INDEX = HotSpotIndex(HOTSPOTS)
 
 
 @dataclass(frozen=True)
@@ -247,7 +246,7 @@ def test_a_unit_without_visits_is_written_on_transitions_and_checkpoints_only() 
     written = [out.writes for out in run.outputs]
     assert len(written[0]) == 1
     stored, _ = decode_state(written[0][b"U0"][1])
-    assert stored.visits == {} and stored.unit_type == "police"
+    assert stored.visits == () and stored.unit_type == "police"
     # the stored last_ms is the first fix or a checkpoint at most 60 s behind the last fix
     last_ms = run.stage.states["U0"].last_ms
     assert last_ms is not None and stored.last_ms is not None
@@ -311,5 +310,28 @@ def test_a_stage_restored_from_its_writes_goes_on_exactly(
             if live[unit_id].visits:
                 assert state == live[unit_id]
             else:
-                assert (state.unit_type, state.visits) == (live[unit_id].unit_type, {})
+                assert (state.unit_type, state.visits) == (live[unit_id].unit_type, ())
                 assert state.last_ms is None or live[unit_id].last_ms - state.last_ms < 60_000
+
+
+def test_a_restored_visit_to_a_removed_hot_spot_is_closed_at_the_units_next_ping() -> None:
+    """A changelog written with a hot spot file that had "GONE" in it, read by a stage whose
+    file no longer has it: that visit exits (reason hotspot_removed) dated at the unit's last
+    usable ping, when the unit next pings; its visit to A goes on."""
+    gone = HotSpot("GONE", "GONE", box(0, 0, 150, 150), ())
+    before = PresenceStage(HotSpotIndex([*HOTSPOTS, gone]), PresenceSettings(), PINGS)
+    stay = Step(0, 10, 0, 0, None, None, False, False)
+    records = records_of([Step(0, 10, 100, 0, None, "police", False, False), stay, stay])
+    table = {k: v for k, (_, v) in before.process(records[:1], {}.get).writes.items()}
+    assert before.states["U0"].hotspot_ids == ("A", "GONE")
+    seen_ms = before.states["U0"].last_ms
+
+    after = PresenceStage(INDEX, PresenceSettings(), PINGS)
+    assert after.restore(table.items(), range(PARTITIONS)) == 1
+    out = after.process(records[1:2], table.get)
+    exit_, dwell = out.events
+    assert isinstance(exit_, GeofenceEvent) and isinstance(dwell, DwellEvent)
+    assert (exit_.type, exit_.hotspot_id, dwell.hotspot_id) == ("exit", "GONE", "GONE")
+    assert (dwell.exit_reason, dwell.exit_ms) == ("hotspot_removed", seen_ms)
+    assert after.states["U0"].hotspot_ids == ("A",)
+    assert after.process(records[2:], table.get).events == []

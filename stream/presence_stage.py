@@ -9,7 +9,7 @@ changelog table and an index of signal-loss deadlines. It knows nothing of Faust
 from __future__ import annotations
 
 import base64
-import heapq
+import functools
 import itertools
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -33,6 +33,7 @@ from geofences.presence import (
     remove_hotspots,
     signal_deadline_ms,
 )
+from stream.deadlines import DeadlineWheel
 
 
 class Record(NamedTuple):
@@ -192,10 +193,10 @@ class PresenceStage:
         #: unit -> ``last_ms`` of the state last written to (or restored from) the changelog,
         #: for units without open visits only (those with visits are written on every ping).
         self.written_ms: dict[str, int | None] = {}
-        #: partition -> heap of (signal-loss deadline, unit), some superseded (a unit's deadline
-        #: is its state's, ``signal_deadline_ms``): ``expire`` looks at the due ones only, not
-        #: at every unit, after each batch.
-        self._due: dict[int, list[tuple[int, str]]] = {}
+        #: partition -> its units' signal-loss deadlines (a unit's is its state's,
+        #: ``signal_deadline_ms``): ``expire`` looks at the due ones only, not at every unit,
+        #: after each batch.
+        self._due: dict[int, DeadlineWheel] = {}
         #: (topic, partition) -> largest ping ts delivered there (the event-time watermark's parts).
         self.partition_max_ts: dict[tuple[str, int], int] = {}
         #: the earliest ping ts this worker has seen: where event time began for it.
@@ -231,18 +232,18 @@ class PresenceStage:
         self.states[unit_id] = state
         self.partition_of[unit_id] = partition
         deadline = signal_deadline_ms(state, self.settings)
-        # The heap holds, for every unit with a deadline, an entry no later than it: a
-        # deadline that moved later (every ping) is found when its old entry comes due.
+        # A deadline that moved later (every ping) is found when its old entry comes due.
         if deadline is not None and (previous is None or deadline < previous):
-            heap = self._due.setdefault(partition, [])
-            heapq.heappush(heap, (deadline, unit_id))
-            if len(heap) > 2 * len(self.states) + 1024:  # drop entries superseded since
-                heap[:] = [
+            wheel = self._due.get(partition)
+            if wheel is None:
+                wheel = self._due[partition] = DeadlineWheel()
+            wheel.add(deadline, unit_id)
+            if wheel.entries > 2 * len(self.states) + 1024:  # drop entries superseded since
+                wheel.rebuild(
                     (d, u)
                     for u, p in self.partition_of.items()
                     if p == partition and (d := self._deadline(u, p)) is not None
-                ]
-                heapq.heapify(heap)
+                )
 
     def restore(self, items: Iterable[tuple[bytes, bytes]], partitions: Collection[int]) -> int:
         """Load states recovered from the changelog for ``partitions``; returns how many."""
@@ -292,15 +293,10 @@ class PresenceStage:
         """Signal loss noticed by the clock, for units of ``partitions``."""
         out = out or StageOutput(coalesce_inside=self.coalesce_inside)
         for partition in partitions:
-            heap = self._due.get(partition)
-            due = set()
-            while heap and heap[0][0] < now_ms:
-                deadline, unit_id = heapq.heappop(heap)
-                current = self._deadline(unit_id, partition)
-                if current == deadline:
-                    due.add(unit_id)
-                elif current is not None and current > deadline:
-                    heapq.heappush(heap, (current, unit_id))
+            wheel = self._due.get(partition)
+            if wheel is None:
+                continue
+            due = wheel.pop_due(now_ms, functools.partial(self._deadline, partition=partition))
             for unit_id in sorted(due):
                 state, events = expire(unit_id, self.states[unit_id], now_ms, self.settings)
                 self._commit(unit_id, state, partition, events, out, None)

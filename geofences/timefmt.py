@@ -8,10 +8,19 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
+#: epoch second -> its text up to the seconds: events of a batch share a few seconds
+_SECONDS: dict[int, str] = {}
+
+
 def format_ms(epoch_ms: int) -> str:
     """RFC 3339 in UTC with milliseconds, as the processor writes it: ``2026-11-22T14:03:05.000Z``."""
-    dt = datetime.fromtimestamp(epoch_ms // 1000, tz=UTC)
-    return f"{dt:%Y-%m-%dT%H:%M:%S}.{epoch_ms % 1000:03d}Z"
+    seconds, ms = divmod(epoch_ms, 1000)
+    text = _SECONDS.get(seconds)
+    if text is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        text = _SECONDS[seconds] = f"{datetime.fromtimestamp(seconds, tz=UTC):%Y-%m-%dT%H:%M:%S}"
+    return f"{text}.{ms:03d}Z"
 
 
 def parse_rfc3339_ms(text: str) -> int:

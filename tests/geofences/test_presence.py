@@ -38,6 +38,7 @@ from geofences.presence import (
     observe,
     remove_hotspots,
     signal_deadline_ms,
+    visit_event_id,
     walk,
 )
 from geofences.projection import metres_per_degree
@@ -843,6 +844,20 @@ def test_event_ids_are_deterministic_and_distinct() -> None:
     assert len(set(ids)) == len(ids)  # enter, exit and dwell of one visit differ; visits differ
     other_unit = [e.event_id for e in run_route("U2")]
     assert not set(ids) & set(other_unit)
+
+
+@given(
+    st.sampled_from(["enter", "exit", "dwell"]),
+    st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=128),
+    st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=64),
+    st.integers(-(10**15), 10**15),
+)
+def test_event_ids_are_the_uuid5_of_the_visit(
+    kind: str, unit_id: str, hotspot_id: str, enter_ms: int
+) -> None:
+    namespace = uuid.UUID("5b0f3a52-8f1e-4c55-9a57-6f1b1c2a7d10")
+    name = f"{kind}|{unit_id}|{hotspot_id}|{enter_ms}"
+    assert visit_event_id(kind, unit_id, hotspot_id, enter_ms) == str(uuid.uuid5(namespace, name))
 
 
 def test_event_ids_do_not_depend_on_how_the_exit_was_noticed() -> None:

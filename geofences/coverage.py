@@ -279,6 +279,8 @@ class HotspotCoverage:
         self._pruned: set[tuple[str, int]] = set()
         #: whether anything but the clock changed since then
         self._unsaved = True
+        #: whether the header (``to_dict`` without visits) changed since then, but for the clock
+        self._header_unsaved = True
 
     # -- presence updates -------------------------------------------------------------------
 
@@ -300,6 +302,13 @@ class HotspotCoverage:
         self._changed.add(key)
         self._unsaved_rows.add(key)
         self._unsaved = True
+
+    def _header_changed(self) -> None:
+        """Something the header holds changed (fired alerts, ``since_ms``), or something a
+        restore with the header's older clock would read differently: visits pruned (an old
+        visit's redelivery is ignored by the clock) or the windows."""
+        self._unsaved = True
+        self._header_unsaved = True
 
     def _touch(self, visit: _Visit) -> None:
         self._note_changed(visit)
@@ -395,7 +404,7 @@ class HotspotCoverage:
         if windows == self._windows:
             return
         self._windows = windows
-        self._unsaved = True
+        self._header_changed()
         self._instances = {}
         self._ordered = []
         self._gen_to_ms = None
@@ -481,6 +490,7 @@ class HotspotCoverage:
         self._now = now_ms
         if self._since is None:
             self._since = now_ms
+            self._header_changed()
         if (
             not self._dirty
             and (self._wake is None or now_ms < self._wake)
@@ -523,7 +533,7 @@ class HotspotCoverage:
     ) -> Alert:
         end, flags = self._fired.get(instance.key, (instance.end_ms, ""))
         self._fired[instance.key] = (end, flags + _FLAG[alert_type])
-        self._unsaved = True
+        self._header_changed()
         return Alert(
             alert_id=window_alert_id(alert_type, instance.key),
             type=alert_type,
@@ -577,7 +587,7 @@ class HotspotCoverage:
         stale = [key for key, (end, _) in self._fired.items() if end + grace < now_ms]
         for key in stale:
             del self._fired[key]
-            self._unsaved = True
+            self._header_changed()
 
     def _prune(self, now_ms: int) -> None:
         horizon = now_ms - self.settings.retention_ms
@@ -590,7 +600,7 @@ class HotspotCoverage:
         for visit in stale:
             key = visit.key
             del self._visits[key]
-            self._unsaved = True
+            self._header_changed()
             self._changed.discard(key)
             if visit.saved_end is not None:
                 self._pruned.add(key)
@@ -753,15 +763,20 @@ class HotspotCoverage:
 
     def take_visit_changes(
         self,
-    ) -> tuple[dict[str, Any], list[list[Any]], list[tuple[str, int]]]:
+    ) -> tuple[dict[str, Any] | None, list[list[Any]], list[tuple[str, int]]]:
         """The snapshot in parts, for a store that keeps each visit under its own key: the
-        header (``to_dict`` without ``visits``), the visit rows changed since the last call (or
-        since ``from_dict``), and the (unit id, enter ms) of visits pruned since.
+        header (``to_dict`` without ``visits``), or None if nothing in it but the clock changed
+        since the last call (or since ``from_dict``); the visit rows changed since; and the
+        (unit id, enter ms) of visits pruned since.
 
         Writing only what changed keeps a write proportional to the updates, not to the ledger:
-        a busy hot spot holds a day of visits. ``from_dict(header | {"visits": rows})`` of the
-        latest header and rows restores the ledger."""
-        header = self.to_dict(with_visits=False)
+        a busy hot spot holds a day of visits, and a header only moving its clock is not written
+        again with every visit update. ``from_dict(header | {"visits": rows})`` of the latest
+        header and rows restores the ledger, with the header's clock: an ``advance`` to the
+        current clock then decides nothing the ledger had not decided
+        (``has_unsaved_changes``), and brings it to the same state."""
+        header = self.to_dict(with_visits=False) if self._header_unsaved else None
+        self._header_unsaved = False
         removed = sorted(k for k in self._pruned if k not in self._visits)
         changed: list[list[Any]] = []
         for key in sorted(self._unsaved_rows, key=lambda k: (k[1], k[0])):
@@ -810,6 +825,7 @@ class HotspotCoverage:
         for visit in ledger._visits.values():
             visit.mark_saved()
         ledger._unsaved = False
+        ledger._header_unsaved = False
         return ledger
 
 

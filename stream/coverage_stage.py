@@ -87,6 +87,9 @@ class CoverageStage:
         self.ledgers: dict[str, HotspotCoverage] = {}
         self.assigned: dict[str, tuple[Window, ...]] = {}
         self.written: dict[str, bytes] = {}
+        #: hot spot -> (assignments, pending updates) as last written with its header: the
+        #: header is written again when these or the ledger's header change (not its clock alone)
+        self._written_extras: dict[str, tuple[tuple[Window, ...], list[list[Any]]]] = {}
         self._visit_rows: dict[str, list[list[Any]]] | None = None
         #: hot spots whose pending updates changed since they were last written
         self._pending_moved: set[str] = set()
@@ -137,6 +140,8 @@ class CoverageStage:
             )
         self.assigned[hotspot_id] = assigned
         self.ledgers[hotspot_id] = ledger
+        if raw is not None:
+            self._written_extras[hotspot_id] = (assigned, list(self.pending[hotspot_id]))
         return ledger
 
     def _stored_visits(self, store: Mapping[bytes, bytes]) -> dict[str, list[list[Any]]]:
@@ -162,6 +167,7 @@ class CoverageStage:
         self.ledgers.clear()
         self.assigned.clear()
         self.written.clear()
+        self._written_extras.clear()
         self.pending.clear()
         self._visit_rows = None
         self._pending_moved.clear()
@@ -179,16 +185,19 @@ class CoverageStage:
         self._pending_moved.discard(hotspot_id)
         header, changed, removed = ledger.take_visit_changes()
         partition = self.partition_of[hotspot_id]
-        encoded = compact_json(
-            {
-                "ledger": header,
-                "assigned": [window_to_obj(w) for w in self.assigned[hotspot_id]],
-                "pending": self.pending.get(hotspot_id, []),
-            }
-        )
-        if self.written.get(hotspot_id) != encoded:
-            self.written[hotspot_id] = encoded
-            out.writes[hotspot_id.encode()] = (partition, encoded)
+        extras = (self.assigned[hotspot_id], self.pending.get(hotspot_id, []))
+        if header is not None or self._written_extras.get(hotspot_id) != extras:
+            encoded = compact_json(
+                {
+                    "ledger": header or ledger.to_dict(with_visits=False),
+                    "assigned": [window_to_obj(w) for w in extras[0]],
+                    "pending": extras[1],
+                }
+            )
+            self._written_extras[hotspot_id] = (extras[0], list(extras[1]))
+            if self.written.get(hotspot_id) != encoded:
+                self.written[hotspot_id] = encoded
+                out.writes[hotspot_id.encode()] = (partition, encoded)
         for unit_id, unit_type, enter_ms, end_ms, is_open, marks in changed:
             out.writes[visit_key(hotspot_id, unit_id, enter_ms)] = (
                 partition,

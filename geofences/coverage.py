@@ -772,9 +772,9 @@ class HotspotCoverage:
         Writing only what changed keeps a write proportional to the updates, not to the ledger:
         a busy hot spot holds a day of visits, and a header only moving its clock is not written
         again with every visit update. ``from_dict(header | {"visits": rows})`` of the latest
-        header and rows restores the ledger, with the header's clock: an ``advance`` to the
-        current clock then decides nothing the ledger had not decided
-        (``has_unsaved_changes``), and brings it to the same state."""
+        header and rows restores the ledger, with the header's clock: every decision changes
+        the header, so from the current clock on the restored ledger decides what the original
+        would (a visit past retention may be pruned sooner)."""
         header = self.to_dict(with_visits=False) if self._header_unsaved else None
         self._header_unsaved = False
         removed = sorted(k for k in self._pruned if k not in self._visits)

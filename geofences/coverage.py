@@ -228,6 +228,11 @@ class _Visit:
         return self.saved_end == self.end_ms and self.saved_flags == self.flags()
 
 
+def _row_order(key: tuple[str, int]) -> tuple[int, str]:
+    """Visit rows are handed out by (enter ms, unit id)."""
+    return key[1], key[0]
+
+
 def _pair_mark(visit: _Visit, other: _Visit, overlap_start_ms: int) -> str | None:
     """The co_patrol mark of a pair of visits (issue 4: once per pair), or None if either
     already holds it."""
@@ -777,16 +782,17 @@ class HotspotCoverage:
         would (a visit past retention may be pruned sooner)."""
         header = self.to_dict(with_visits=False) if self._header_unsaved else None
         self._header_unsaved = False
-        removed = sorted(k for k in self._pruned if k not in self._visits)
+        removed = sorted(k for k in self._pruned if k not in self._visits) if self._pruned else []
         changed: list[list[Any]] = []
-        for key in sorted(self._unsaved_rows, key=lambda k: (k[1], k[0])):
+        rows = self._unsaved_rows
+        for key in sorted(rows, key=_row_order) if len(rows) > 1 else rows:
             v = self._visits.get(key)
             if v is None or v.is_saved():
                 continue
             v.mark_saved()
             changed.append([v.unit_id, v.unit_type, v.enter_ms, v.end_ms, v.open, sorted(v.marks)])
-        self._unsaved_rows = set()
-        self._pruned = set()
+        rows.clear()
+        self._pruned.clear()
         self._unsaved = False
         return header, changed, removed
 

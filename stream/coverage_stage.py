@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -25,6 +26,8 @@ from geofences.windows import add_window, parse_assignment, window_to_obj
 from stream.presence_stage import Consumed, Message, VisitUpdate, compact_json, dead_letter
 
 _partitioner = DefaultPartitioner()
+#: an update's ts (``[kind, unit_id, unit_type, ts_ms, enter_ms]``)
+_ts_of = itemgetter(3)
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -237,9 +240,15 @@ class CoverageStage:
         ledger = self.ledgers[hotspot_id]
         if ledger.now_ms is not None and prior_ms is not None and ledger.now_ms < prior_ms:
             self._advance(hotspot_id, prior_ms, out)
-        pending = sorted(self.pending[hotspot_id], key=lambda m: m[3])
-        ready = [m for m in pending if m[3] <= watermark_ms]
-        self.pending[hotspot_id] = [m for m in pending if m[3] > watermark_ms]
+        pending = self.pending[hotspot_id]
+        if len(pending) > 1:
+            pending.sort(key=_ts_of)
+            ready = [m for m in pending if m[3] <= watermark_ms]
+            self.pending[hotspot_id] = [m for m in pending if m[3] > watermark_ms]
+        elif pending and pending[0][3] <= watermark_ms:
+            ready, self.pending[hotspot_id] = pending, []
+        else:
+            ready = []
         if ready:
             self._pending_moved.add(hotspot_id)
         if ledger.now_ms is None:

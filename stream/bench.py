@@ -35,12 +35,14 @@ import numpy as np
 import orjson
 import shapely
 
+from geofences.coverage import CoverageSettings
 from geofences.hotspots import HotSpotCollection, parse_hotspots
 from geofences.index import HotSpotIndex
 from geofences.presence import PresenceSettings
 from geofences.projection import metres_per_degree
 from geofences.timefmt import parse_rfc3339_ms
 from stream.broker import EmbeddedBroker, free_port, start_broker, terminate
+from stream.coverage_stage import CoverageStage, clock_message, update_messages
 from stream.presence_stage import PresenceStage, Record
 from stream.tansu import FETCH_WAIT_MS
 
@@ -632,26 +634,81 @@ class Kernel:
     same_pairs: bool
 
 
+@contextlib.contextmanager
+def _young_threshold(young: int) -> Iterator[None]:
+    """The collector's young generation collected every ``young`` allocations meanwhile."""
+    import gc
+
+    saved = gc.get_threshold()
+    gc.collect()
+    gc.set_threshold(young, 10, 10)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*saved)
+
+
 def stage_pings_per_s(load: Load, young_threshold: int) -> float:
     """The presence stage alone, in process, in batches of 2,000, with the collector's young
     generation collected every ``young_threshold`` allocations (the worker's or Python's)."""
-    import gc
-
     stage = PresenceStage(HotSpotIndex(load.collection.hotspots), PresenceSettings(), "pings")
     table: dict[bytes, bytes] = {}
     routed = partitioned(load.messages, 8)
     records = [Record("pings", p, i, k, v) for i, (p, (k, v)) in enumerate(routed)]
-    saved = gc.get_threshold()
-    gc.collect()
-    gc.set_threshold(young_threshold, 10, 10)
-    try:
+    with _young_threshold(young_threshold):
         started = time.perf_counter()
         for i in range(0, len(records), 2000):
             out = stage.process(records[i : i + 2000], table.get)
             table.update({k: v for k, (_, v) in out.writes.items()})
         return len(records) / (time.perf_counter() - started)
-    finally:
-        gc.set_threshold(*saved)
+
+
+def coverage_pings_per_s(load: Load, young_threshold: int) -> tuple[float, float]:
+    """The coverage stage alone, in process, on the event clock: fed, batch by batch, the visit
+    updates and clock records the presence stage makes of the load in batches of 2,000 (made
+    beforehand, untimed). The first batch, which builds and primes every ledger (as the worker
+    does before it is ready), is not timed either. Returns (pings/s, visit updates/s)."""
+    partitions = 8
+    presence = PresenceStage(HotSpotIndex(load.collection.hotspots), PresenceSettings(), "pings")
+    coverage = CoverageStage(load.collection, CoverageSettings(), partitions)
+    table: dict[bytes, bytes] = {}
+    routed = partitioned(load.messages, partitions)
+    batches: list[tuple[list[Record], int, int]] = []
+    for i in range(0, len(routed), 2000):
+        pings = [
+            Record("pings", p, i + j, k, v) for j, (p, (k, v)) in enumerate(routed[i : i + 2000])
+        ]
+        out = presence.process(pings, table.get)
+        watermark = presence.watermark_ms()
+        if watermark is not None:
+            presence.expire(watermark, range(partitions), out)
+        table.update({k: v for k, (_, v) in out.writes.items()})
+        clock = clock_message(presence.watermark_parts(), presence.first_ts)
+        messages = update_messages(out.visit_updates, coverage.partition_of)
+        messages += [(p, clock) for p in range(partitions)]
+        records = [Record("visits", p, 0, None, value) for p, value in messages]
+        batches.append((records, len(pings), len(out.visit_updates)))
+    store: dict[bytes, bytes] = {}
+
+    def run(records: list[Record]) -> None:
+        for key, (_, value) in coverage.process(
+            records, store, None, range(partitions)
+        ).writes.items():
+            if value is None:
+                store.pop(key, None)
+            else:
+                store[key] = value
+
+    run(batches[0][0])
+    with _young_threshold(young_threshold):
+        started = time.perf_counter()
+        for records, _, _ in batches[1:]:
+            run(records)
+        elapsed = time.perf_counter() - started
+    return (
+        sum(n for _, n, _ in batches[1:]) / elapsed,
+        sum(n for _, _, n in batches[1:]) / elapsed,
+    )
 
 
 def run_kernel(load: Load, sample: int) -> Kernel:
@@ -805,6 +862,15 @@ def run_bench(args: argparse.Namespace) -> int:
                 "presence stage alone, in process, batches of 2,000",
                 f"{_fmt(tuned)} pings/s; with Python's default GC threshold "
                 f"{_fmt(default)}: {tuned / default:.2f}×",
+                "(where the worker's time goes)",
+                "",
+            )
+        )
+        pings_rate, updates_rate = coverage_pings_per_s(load, GC_YOUNG_THRESHOLD)
+        note(
+            Row(
+                "coverage stage alone, in process, fed the presence stage's visit updates",
+                f"{_fmt(pings_rate)} pings/s ({_fmt(updates_rate)} visit updates/s)",
                 "(where the worker's time goes)",
                 "",
             )

@@ -634,6 +634,13 @@ class Kernel:
     same_pairs: bool
 
 
+def ping_batches(load: Load, partitions: int = 8, size: int = 2000) -> list[list[Record]]:
+    """The load's pings as consumed records, routed to ``partitions``, in batches of ``size``."""
+    routed = partitioned(load.messages, partitions)
+    records = [Record("pings", p, i, k, v) for i, (p, (k, v)) in enumerate(routed)]
+    return [records[i : i + size] for i in range(0, len(records), size)]
+
+
 @contextlib.contextmanager
 def _young_threshold(young: int) -> Iterator[None]:
     """The collector's young generation collected every ``young`` allocations meanwhile."""
@@ -653,14 +660,13 @@ def stage_pings_per_s(load: Load, young_threshold: int) -> float:
     generation collected every ``young_threshold`` allocations (the worker's or Python's)."""
     stage = PresenceStage(HotSpotIndex(load.collection.hotspots), PresenceSettings(), "pings")
     table: dict[bytes, bytes] = {}
-    routed = partitioned(load.messages, 8)
-    records = [Record("pings", p, i, k, v) for i, (p, (k, v)) in enumerate(routed)]
+    batches = ping_batches(load)
     with _young_threshold(young_threshold):
         started = time.perf_counter()
-        for i in range(0, len(records), 2000):
-            out = stage.process(records[i : i + 2000], table.get)
+        for batch in batches:
+            out = stage.process(batch, table.get)
             table.update({k: v for k, (_, v) in out.writes.items()})
-        return len(records) / (time.perf_counter() - started)
+        return len(load.messages) / (time.perf_counter() - started)
 
 
 def coverage_pings_per_s(load: Load, young_threshold: int) -> tuple[float, float]:
@@ -672,12 +678,8 @@ def coverage_pings_per_s(load: Load, young_threshold: int) -> tuple[float, float
     presence = PresenceStage(HotSpotIndex(load.collection.hotspots), PresenceSettings(), "pings")
     coverage = CoverageStage(load.collection, CoverageSettings(), partitions)
     table: dict[bytes, bytes] = {}
-    routed = partitioned(load.messages, partitions)
     batches: list[tuple[list[Record], int, int]] = []
-    for i in range(0, len(routed), 2000):
-        pings = [
-            Record("pings", p, i + j, k, v) for j, (p, (k, v)) in enumerate(routed[i : i + 2000])
-        ]
+    for pings in ping_batches(load, partitions):
         out = presence.process(pings, table.get)
         watermark = presence.watermark_ms()
         if watermark is not None:
@@ -760,14 +762,11 @@ def state_bytes_per_unit(load: Load) -> tuple[float, float]:
     the changelog value size per unit."""
     stage = PresenceStage(HotSpotIndex(load.collection.hotspots), PresenceSettings(), "pings")
     table: dict[bytes, bytes] = {}
-    routed = partitioned(load.messages, 8)
+    batches = ping_batches(load)
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    for i in range(0, len(routed), 2000):
-        records = [
-            Record("pings", p, i + j, k, v) for j, (p, (k, v)) in enumerate(routed[i : i + 2000])
-        ]
-        out = stage.process(records, table.get)
+    for batch in batches:
+        out = stage.process(batch, table.get)
         table.update({k: v for k, (_, v) in out.writes.items()})
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()

@@ -23,6 +23,7 @@ from geofences.coverage import Alert, CoverageSettings, HotspotCoverage
 from geofences.errors import InvalidAssignment
 from geofences.hotspots import HotSpotCollection, Window, parse_window
 from geofences.windows import add_window, parse_assignment, window_to_obj
+from stream.pending import PendingLog, stored_chunks
 from stream.presence_stage import Consumed, Message, VisitUpdate, compact_json, dead_letter
 
 _partitioner = DefaultPartitioner()
@@ -90,14 +91,21 @@ class CoverageStage:
         self.ledgers: dict[str, HotspotCoverage] = {}
         self.assigned: dict[str, tuple[Window, ...]] = {}
         self.written: dict[str, bytes] = {}
-        #: hot spot -> (assignments, pending updates) as last written with its header: the
-        #: header is written again when these or the ledger's header change (not its clock alone)
-        self._written_extras: dict[str, tuple[tuple[Window, ...], list[list[Any]]]] = {}
+        #: hot spot -> assignments as last written with its header: the header is written
+        #: again when these or the ledger's header change (not its clock alone)
+        self._written_assigned: dict[str, tuple[Window, ...]] = {}
+        #: visit rows by hot spot as the store held them when first read after a rebalance,
+        #: each taken when its hot spot's ledger is built
         self._visit_rows: dict[str, list[list[Any]]] | None = None
-        #: hot spots whose pending updates changed since they were last written
-        self._pending_moved: set[str] = set()
-        #: event mode: visit updates not yet reached by the watermark, per hot spot, in arrival order.
+        #: hot spots whose header is to be written again, though unchanged (one read as
+        #: written before pending chunks)
+        self._rewrite: set[str] = set()
+        #: event mode: visit updates not yet reached by the watermark, per hot spot, in arrival
+        #: order, and as stored, per coverage partition (stream/pending.py)
         self.pending: dict[str, list[list[Any]]] = {}
+        self._logs: dict[int, PendingLog] = {}
+        #: event mode, per coverage partition: the watermark as last seen; it never goes back
+        self._watermarks: dict[int, int] = {}
         #: per coverage partition: "topic:partition" of pings -> largest ts seen there (event
         #: mode), merged from all workers' clock messages that arrived on that partition. Updates
         #: and clock messages keep their order only within a partition, so each partition's
@@ -124,11 +132,18 @@ class CoverageStage:
             return ledger
         raw = store.get(hotspot_id.encode())
         assigned: tuple[Window, ...] = ()
-        self.pending[hotspot_id] = []
+        log = self._log(self.partition_of[hotspot_id], store)
+        self.pending[hotspot_id] = log.restored.pop(hotspot_id, [])
         if raw is not None:
             snapshot = orjson.loads(raw)
             assigned = tuple(parse_window(w, "stored assignment") for w in snapshot["assigned"])
-            self.pending[hotspot_id] = snapshot.get("pending", [])
+            if "pending" in snapshot:  # a header as written before pending chunks
+                for update in snapshot["pending"]:
+                    self.pending[hotspot_id].append(update)
+                    log.add(hotspot_id, update)
+                self._rewrite.add(hotspot_id)
+            else:
+                self._written_assigned[hotspot_id] = assigned
             windows = self._windows(hotspot_id, assigned)
             header = snapshot["ledger"]
             if "visits" not in header:
@@ -143,9 +158,20 @@ class CoverageStage:
             )
         self.assigned[hotspot_id] = assigned
         self.ledgers[hotspot_id] = ledger
-        if raw is not None:
-            self._written_extras[hotspot_id] = (assigned, list(self.pending[hotspot_id]))
         return ledger
+
+    def _log(self, partition: int, store: Mapping[bytes, bytes]) -> PendingLog:
+        """The partition's pending log; the first after a rebalance reads every partition's
+        chunks from the store."""
+        if not self._logs:
+            for p, chunks in stored_chunks(store.items()).items():
+                log = self._logs[p] = PendingLog(p, chunks)
+                if log.written_ms is not None:  # applied before the restart or rebalance
+                    self._watermarks[p] = max(log.written_ms, self._watermarks.get(p, -1))
+        log = self._logs.get(partition)
+        if log is None:
+            log = self._logs[partition] = PendingLog(partition)
+        return log
 
     def _stored_visits(self, store: Mapping[bytes, bytes]) -> dict[str, list[list[Any]]]:
         """Visit rows in the store by hot spot (read once after each rebalance)."""
@@ -170,34 +196,35 @@ class CoverageStage:
         self.ledgers.clear()
         self.assigned.clear()
         self.written.clear()
-        self._written_extras.clear()
+        self._written_assigned.clear()
         self.pending.clear()
+        self._logs.clear()
         self._visit_rows = None
-        self._pending_moved.clear()
+        self._rewrite.clear()
         self._wake_of.clear()
         self._wakes.clear()
         self._primed.clear()
 
     def _persist(self, hotspot_id: str, out: CoverageOutput) -> None:
-        """Write what changed: the hot spot's header (clock, fired alerts, assignments, pending
-        updates) under its id, and each changed visit under its own key (pruned ones deleted).
-        Nothing when only the clock moved (see ``HotspotCoverage.has_unsaved_changes``)."""
+        """Write what changed: the hot spot's header (clock, fired alerts, assignments) under
+        its id, and each changed visit under its own key (pruned ones deleted). Nothing when
+        only the clock moved (see ``HotspotCoverage.has_unsaved_changes``). Pending updates are
+        written per partition (``_persist_pending``)."""
         ledger = self.ledgers[hotspot_id]
-        if not ledger.has_unsaved_changes and hotspot_id not in self._pending_moved:
+        if not ledger.has_unsaved_changes and hotspot_id not in self._rewrite:
             return
-        self._pending_moved.discard(hotspot_id)
+        self._rewrite.discard(hotspot_id)
         header, changed, removed = ledger.take_visit_changes()
         partition = self.partition_of[hotspot_id]
-        extras = (self.assigned[hotspot_id], self.pending.get(hotspot_id, []))
-        if header is not None or self._written_extras.get(hotspot_id) != extras:
+        assigned = self.assigned[hotspot_id]
+        if header is not None or self._written_assigned.get(hotspot_id) != assigned:
             encoded = compact_json(
                 {
                     "ledger": header or ledger.to_dict(with_visits=False),
-                    "assigned": [window_to_obj(w) for w in extras[0]],
-                    "pending": extras[1],
+                    "assigned": [window_to_obj(w) for w in assigned],
                 }
             )
-            self._written_extras[hotspot_id] = (extras[0], list(extras[1]))
+            self._written_assigned[hotspot_id] = assigned
             if self.written.get(hotspot_id) != encoded:
                 self.written[hotspot_id] = encoded
                 out.writes[hotspot_id.encode()] = (partition, encoded)
@@ -249,8 +276,6 @@ class CoverageStage:
             ready, self.pending[hotspot_id] = pending, []
         else:
             ready = []
-        if ready:
-            self._pending_moved.add(hotspot_id)
         if ledger.now_ms is None:
             starts = [m[3] for m in ready] + [watermark_ms]
             if self.first_ms is not None:
@@ -282,8 +307,15 @@ class CoverageStage:
     # -- time -------------------------------------------------------------------------------
 
     def watermark_ms(self, partition: int) -> int | None:
+        """The smallest of the partition's clock parts, or where it was if that is later: a
+        pings partition reporting for the first time may be behind the others, but what the
+        stage has applied stays applied (and its pending log relies on that)."""
         parts = self.clock_parts.get(partition)
-        return min(parts.values()) if parts else None
+        if not parts:
+            return None
+        watermark = max(min(parts.values()), self._watermarks.get(partition, -1))
+        self._watermarks[partition] = watermark
+        return watermark
 
     def advance_all(
         self, now_ms: int, partitions: Collection[int], store: Mapping[bytes, bytes]
@@ -350,7 +382,15 @@ class CoverageStage:
         for hotspot_id in sorted(touched):
             if hotspot_id in self.ledgers:
                 self._persist(hotspot_id, out)
+        if live_now_ms is None:
+            self._persist_pending(out)
         return out
+
+    def _persist_pending(self, out: CoverageOutput) -> None:
+        """Event mode, after a batch: each partition's pending updates as changed."""
+        for partition, log in sorted(self._logs.items()):
+            for key, value in log.changes(self.watermark_ms(partition)):
+                out.writes[key] = (partition, value)
 
     def _due(self, partitions: Collection[int]) -> set[str]:
         """Event mode: the hot spots of ``partitions`` the watermark has reached: every one
@@ -413,7 +453,7 @@ class CoverageStage:
             ledger.set_windows(self._windows(hotspot_id, self.assigned[hotspot_id]))
         elif live_now_ms is None:
             self.pending[hotspot_id].append(message)
-            self._pending_moved.add(hotspot_id)
+            self._logs[self.partition_of[hotspot_id]].add(hotspot_id, message)
         else:
             self._apply(ledger, message)
 

@@ -12,6 +12,7 @@ import pytest
 from geofences.coverage import CoverageSettings
 from geofences.hotspots import HotSpot, HotSpotCollection, Window
 from stream.coverage_stage import CoverageStage, clock_message, update_messages
+from stream.pending import PENDING_KEY_PREFIX, PendingLog, stored_chunks
 from stream.presence_stage import Record, VisitUpdate
 
 DAILY = frozenset(range(7))
@@ -210,3 +211,109 @@ def test_visiting_only_due_hotspots_decides_exactly_the_same(seed: int) -> None:
     assert got == want
     assert {t for _, t, _ in want} >= {"met", "gap"}
     assert lazy_store == eager_store
+
+
+def as_written_before_chunks(store: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """The same state as the stage stored it before pending chunks: each hot spot's pending
+    updates in its header."""
+    legacy = {k: v for k, v in store.items() if k[:1] != PENDING_KEY_PREFIX}
+    pending: dict[str, list[Any]] = {}
+    for partition, chunks in stored_chunks(store.items()).items():
+        pending.update(PendingLog(partition, chunks).restored)
+    for key in [k for k in legacy if k[:1] != b"\x00"]:
+        header = orjson.loads(legacy[key])
+        header["pending"] = pending.get(key.decode(), [])
+        legacy[key] = orjson.dumps(header)
+    return legacy
+
+
+def pending_of(stage: CoverageStage) -> dict[str, list[Any]]:
+    return {h: sorted(updates) for h, updates in stage.pending.items() if updates}
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_a_restart_in_event_time_with_updates_pending_decides_the_same(
+    seed: int, legacy: bool
+) -> None:
+    """Event clock, one pings partition read ahead of the other (so updates wait for the
+    watermark), and later a third one behind both: a stage restarted from what it wrote, at a
+    random batch with updates pending, fires the same alerts at the same times as one that
+    never stopped, and ends with the same ledgers and pending updates. ``legacy``: restarted
+    from a store as written before pending chunks."""
+    rng = random.Random(seed)
+    windows = (
+        Window(DAILY, time(14), time(15), 10.0),
+        Window(DAILY, time(14, 30), time(16), 25.0, min_visit_minutes=2),
+    )
+    spots = HotSpotCollection(
+        tuple(HotSpot(f"HS-{n:02d}", f"spot {n}", None, windows[: 1 + n % 2]) for n in range(6))
+    )
+    steady = CoverageStage(spots, CoverageSettings(), 2)
+    restarted = CoverageStage(spots, CoverageSettings(), 2)
+    steady_store: dict[bytes, bytes] = {}
+    store: dict[bytes, bytes] = {}
+    days = random_day(rng, 6)
+    restart_at = rng.randrange(1, len(days) // 2)
+    late_from = rng.randrange(1, len(days))
+    want: list[tuple[str, str, int]] = []
+    got: list[tuple[str, str, int]] = []
+    first = T0 - 30 * MIN
+    held = restarts = 0
+    for number, batch in enumerate(days):
+        ahead = max(u.ts_ms for u in batch)
+        parts = {"pings:0": ahead, "pings:1": ahead - rng.choice([0, 10_000, 3 * MIN, 20 * MIN])}
+        if number >= late_from:  # a pings partition reporting late, behind the others
+            parts["pings:2"] = ahead - 40 * MIN
+        records = [
+            Record("visits", p, number, None, raw)
+            for p, raw in update_messages(batch, steady.partition_of)
+        ] + [Record("visits", p, number, None, clock_message(parts, first)) for p in range(2)]
+        if restart_at <= number and restarts == 0 and stored_chunks(store.items()):
+            restarts += 1
+            restarted = CoverageStage(spots, CoverageSettings(), 2)
+            if legacy:
+                store = as_written_before_chunks(store)
+        for stage, s, alerts in ((steady, steady_store, want), (restarted, store, got)):
+            out = stage.process(records, s, None, range(2))
+            apply_writes(s, out.writes)
+            alerts += [(a.alert_id, a.type, a.ts_ms) for a in out.decided]
+        held = max(held, sum(map(len, steady.pending.values())))
+        stored: dict[str, list[Any]] = {}
+        for partition, chunks in stored_chunks(steady_store.items()).items():
+            stored.update(PendingLog(partition, chunks).restored)
+        assert {h: sorted(u) for h, u in stored.items()} == pending_of(steady)
+    assert held > 10, "updates never waited for the watermark"
+    assert restarts == 1, "no restart with updates pending"
+    assert got == want
+    assert {t for _, t, _ in want} >= {"met"}
+    for hotspot_id, ledger in steady.ledgers.items():
+        assert restarted.ledger(hotspot_id, store).to_dict() == ledger.to_dict()
+    assert pending_of(restarted) == pending_of(steady)
+    no_pending = {k: v for k, v in steady_store.items() if k[:1] != PENDING_KEY_PREFIX}
+    assert {k: v for k, v in store.items() if k[:1] != PENDING_KEY_PREFIX} == no_pending
+
+
+def test_the_watermark_does_not_go_back_when_a_late_partition_reports() -> None:
+    """What the stage applied stays applied: its pending log stores only what is after the
+    watermark (stream/pending.py), also across a restart."""
+    spots = collection(2)
+    stage = CoverageStage(spots, CoverageSettings(), 2)
+    store: dict[bytes, bytes] = {}
+    update = [VisitUpdate("enter", "HS-00", "U1", "police", T0 + 5 * MIN, T0 + 5 * MIN)]
+    for parts in ({"pings:0": T0 + 2 * MIN}, {"pings:1": T0 - MIN}):
+        records = [
+            Record("visits", p, 0, None, raw)
+            for p, raw in update_messages(update, stage.partition_of)
+        ] + [Record("visits", p, 0, None, clock_message(parts, T0)) for p in range(2)]
+        apply_writes(store, stage.process(records, store, None, range(2)).writes)
+        assert stage.watermark_ms(0) == stage.watermark_ms(1) == T0 + 2 * MIN
+        update = []
+    restarted = CoverageStage(spots, CoverageSettings(), 2)
+    late = [
+        Record("visits", p, 1, None, clock_message({"pings:2": T0 - 9 * MIN}, T0)) for p in range(2)
+    ]
+    restarted.process(late, store, None, range(2))
+    partition = stage.partition_of["HS-00"]
+    assert restarted.watermark_ms(partition) == T0 + 2 * MIN
+    assert restarted.pending["HS-00"] == stage.pending["HS-00"] != []

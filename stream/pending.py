@@ -1,0 +1,135 @@
+"""Event mode: the visit updates the watermark has not reached yet, as the coverage table keeps
+them.
+
+Updates arrive ahead of the watermark whenever one pings partition is read ahead of another (a
+replay fetches a few thousand records of a partition at a time), and wait until it passes them.
+They used to be stored in each hot spot's header, the whole list written again with every batch
+that added or used one: on the full-size bench load (1,000,000 pings, 10,000 units) 455,000
+header writes of about 760 B, 348 MB of changelog, more than the pings themselves. Per-hot-spot
+chunks, each written once and rewritten when the watermark took part of it, cut the bytes to
+49 MB but made 762,000 records, and a record costs more than its bytes (``hotspot bench``).
+
+So each coverage partition keeps a log. After a batch, the partition's updates that are still
+pending and not yet written go into one chunk, stored with the partition's watermark at that
+moment: every update at or before it has been applied, since the stage's watermark never goes
+back and after each batch every hot spot with an update at or before it has been caught up. A
+restore takes the updates after the watermark of the latest chunk. A chunk whose updates are all
+applied gives its key to the next chunk, or is deleted. That is at most a record or two per
+partition and batch.
+
+A chunk is stored as ``[seq, watermark_ms or null, [[hotspot_id, kind, unit_id, unit_type,
+ts_ms, enter_ms], ...]]`` under :func:`pending_key`; ``seq`` orders the chunks by arrival.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from stream.presence_stage import compact_json
+
+#: table keys of pending chunks start with a byte no hot spot id (a JSON string in the file)
+#: starts with, as visits' keys do (``coverage_stage.VISIT_KEY_PREFIX``)
+PENDING_KEY_PREFIX = b"\x01"
+
+#: ``[kind, unit_id, unit_type, ts_ms, enter_ms]``
+Update = list[Any]
+
+
+def pending_key(partition: int, slot: int) -> bytes:
+    return PENDING_KEY_PREFIX + orjson.dumps([partition, slot])
+
+
+def stored_chunks(store: Iterable[tuple[bytes, bytes]]) -> dict[int, list[tuple[int, bytes]]]:
+    """The pending chunks among table entries, by coverage partition: ``(slot, value)``."""
+    chunks: dict[int, list[tuple[int, bytes]]] = {}
+    for key, raw in store:
+        if key[:1] == PENDING_KEY_PREFIX:
+            partition, slot = orjson.loads(key[1:])
+            chunks.setdefault(partition, []).append((slot, raw))
+    return chunks
+
+
+@dataclass
+class _Chunk:
+    slot: int
+    seq: int
+    #: its updates' ts, sorted
+    times: list[int]
+
+
+class PendingLog:
+    """One coverage partition's chunks of pending updates, as stored, and the updates added
+    since they were last written."""
+
+    def __init__(self, partition: int, stored: Iterable[tuple[int, bytes]] = ()) -> None:
+        self.partition = partition
+        #: the updates the store holds as pending, by hot spot, in arrival order
+        self.restored: dict[str, list[Update]] = {}
+        decoded = sorted(((orjson.loads(raw), slot) for slot, raw in stored), key=_seq_of)
+        #: the watermark written with the latest chunk
+        self.written_ms: int | None = decoded[-1][0][1] if decoded else None
+        self._chunks: list[_Chunk] = []
+        for (seq, _, entries), slot in decoded:
+            self._chunks.append(_Chunk(slot, seq, sorted(e[4] for e in entries)))
+            for hotspot_id, *update in entries:
+                if self.written_ms is None or update[3] > self.written_ms:
+                    self.restored.setdefault(hotspot_id, []).append(update)
+        self._next_seq = self._chunks[-1].seq + 1 if self._chunks else 0
+        self._fresh: list[list[Any]] = []
+
+    def add(self, hotspot_id: str, update: Update) -> None:
+        self._fresh.append([hotspot_id, *update])
+
+    def changes(self, watermark_ms: int | None) -> list[tuple[bytes, bytes | None]]:
+        """After a batch, with the partition's watermark then: the table writes (``None``:
+        delete) that store what changed, if anything did. The updates added since the last call
+        and still after the watermark go into a new chunk with the watermark, written whenever
+        there are any or when the watermark has taken updates of a stored chunk since; chunks
+        it has taken all of are reused or deleted."""
+        fresh = [e for e in self._fresh if watermark_ms is None or e[4] > watermark_ms]
+        self._fresh = []
+        if not fresh and not self._taken_since_written(watermark_ms):
+            return []
+        used = [c for c in self._chunks if _applied(c, watermark_ms)]
+        kept = [c for c in self._chunks if not _applied(c, watermark_ms)]
+        writes: list[tuple[bytes, bytes | None]] = []
+        self.written_ms = watermark_ms
+        if fresh or kept:
+            slot = used.pop(0).slot if used else self._unused_slot()
+            value = compact_json([self._next_seq, watermark_ms, fresh])
+            writes.append((pending_key(self.partition, slot), value))
+            kept.append(_Chunk(slot, self._next_seq, sorted(e[4] for e in fresh)))
+            self._next_seq += 1
+        self._chunks = kept
+        writes += [(pending_key(self.partition, c.slot), None) for c in used]
+        return writes
+
+    def _taken_since_written(self, watermark_ms: int | None) -> bool:
+        if watermark_ms is None:
+            return False
+        written = self.written_ms
+        return any(
+            bisect.bisect_right(c.times, watermark_ms)
+            > (0 if written is None else bisect.bisect_right(c.times, written))
+            for c in self._chunks
+        )
+
+    def _unused_slot(self) -> int:
+        used = {chunk.slot for chunk in self._chunks}
+        return next(slot for slot in itertools.count() if slot not in used)
+
+
+def _applied(chunk: _Chunk, watermark_ms: int | None) -> bool:
+    """Whether the watermark has passed every update of the chunk (none, for a chunk that only
+    carries a watermark)."""
+    return not chunk.times or (watermark_ms is not None and chunk.times[-1] <= watermark_ms)
+
+
+def _seq_of(item: tuple[list[Any], int]) -> int:
+    return int(item[0][0])

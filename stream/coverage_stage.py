@@ -165,9 +165,9 @@ class CoverageStage:
         chunks from the store."""
         if not self._logs:
             for p, chunks in stored_chunks(store.items()).items():
-                log = self._logs[p] = PendingLog(p, chunks)
-                if log.written_ms is not None:  # applied before the restart or rebalance
-                    self._watermarks[p] = max(log.written_ms, self._watermarks.get(p, -1))
+                stored = self._logs[p] = PendingLog(p, chunks)
+                if stored.written_ms is not None:  # applied before the restart or rebalance
+                    self._watermarks[p] = max(stored.written_ms, self._watermarks.get(p, -1))
         log = self._logs.get(partition)
         if log is None:
             log = self._logs[partition] = PendingLog(partition)

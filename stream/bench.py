@@ -508,6 +508,27 @@ class Throughput:
     identity: str
     produce_s: float
     ceiling: float | None = None
+    #: CPU seconds per ping (user + system) of the workers together and of the broker, over
+    #: the run: steadier than the rate on a shared machine
+    worker_cpu_s: float | None = None
+    broker_cpu_s: float | None = None
+
+    def cpu_text(self) -> str:
+        if self.worker_cpu_s is None or self.broker_cpu_s is None:
+            return ""
+        return (
+            f"; CPU a ping: worker {self.worker_cpu_s * 1e6:.1f} µs, "
+            f"broker {self.broker_cpu_s * 1e6:.1f} µs"
+        )
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _throughput(
@@ -559,8 +580,16 @@ def run_throughput(
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(1.0)
+        pids = [p.process.pid for p in procs if p.process is not None]
+        before = [cpu_seconds(pid) for pid in [*pids, broker.process.pid]]
         try:
-            return asyncio.run(_throughput(broker, load, want, ceiling=workers == 1))
+            result = asyncio.run(_throughput(broker, load, want, ceiling=workers == 1))
+            after = [cpu_seconds(pid) for pid in [*pids, broker.process.pid]]
+            if None not in before and None not in after:
+                used = [b - a for a, b in zip(before, after, strict=True)]  # type: ignore[operator]
+                result.worker_cpu_s = sum(used[:-1]) / len(load.messages)
+                result.broker_cpu_s = used[-1] / len(load.messages)
+            return result
         finally:
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
@@ -896,7 +925,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 Row(
                     f"end to end, one worker, {len(load.messages):,} pings / {units:,} units",
                     f"{_fmt(one.pings_per_s)} pings/s ({one.seconds:.1f} s; producing took "
-                    f"{one.produce_s:.1f} s); output {one.identity}",
+                    f"{one.produce_s:.1f} s); output {one.identity}{one.cpu_text()}",
                     "≥ 36,000 pings/s, identical",
                     _verdict(one.pings_per_s >= 36_000 and one.identity == "identical"),
                 )
@@ -919,7 +948,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 Row(
                     "scale-out: 2 workers on 8 partitions",
                     f"{_fmt(two.pings_per_s)} pings/s, {ratio:.2f}× one worker; "
-                    f"output {two.identity}",
+                    f"output {two.identity}{two.cpu_text()}",
                     "≥ 1.7×, identical",
                     _verdict(ratio >= 1.7 and two.identity.startswith("identical")),
                 )

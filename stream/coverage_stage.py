@@ -10,6 +10,7 @@ broadcasts to every partition of the internal topic after each batch.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,8 +101,8 @@ class CoverageStage:
         #: hot spots whose header is to be written again, though unchanged (one read as
         #: written before pending chunks)
         self._rewrite: set[str] = set()
-        #: event mode: visit updates not yet reached by the watermark, per hot spot, in arrival
-        #: order, and as stored, per coverage partition (stream/pending.py)
+        #: event mode: visit updates not yet reached by the watermark, per hot spot, by ts (in
+        #: arrival order within a ts), and as stored, per coverage partition (stream/pending.py)
         self.pending: dict[str, list[list[Any]]] = {}
         self._logs: dict[int, PendingLog] = {}
         #: event mode, per coverage partition: the watermark as last seen; it never goes back
@@ -133,13 +134,13 @@ class CoverageStage:
         raw = store.get(hotspot_id.encode())
         assigned: tuple[Window, ...] = ()
         log = self._log(self.partition_of[hotspot_id], store)
-        self.pending[hotspot_id] = log.restored.pop(hotspot_id, [])
+        pending = self.pending[hotspot_id] = log.restored.pop(hotspot_id, [])
         if raw is not None:
             snapshot = orjson.loads(raw)
             assigned = tuple(parse_window(w, "stored assignment") for w in snapshot["assigned"])
             if "pending" in snapshot:  # a header as written before pending chunks
                 for update in snapshot["pending"]:
-                    self.pending[hotspot_id].append(update)
+                    pending.append(update)
                     log.add(hotspot_id, update)
                 self._rewrite.add(hotspot_id)
             else:
@@ -156,6 +157,7 @@ class CoverageStage:
             ledger = HotspotCoverage(
                 hotspot_id, self.file_windows[hotspot_id], self.collection.timezone, self.settings
             )
+        pending.sort(key=_ts_of)
         self.assigned[hotspot_id] = assigned
         self.ledgers[hotspot_id] = ledger
         return ledger
@@ -268,14 +270,9 @@ class CoverageStage:
         if ledger.now_ms is not None and prior_ms is not None and ledger.now_ms < prior_ms:
             self._advance(hotspot_id, prior_ms, out)
         pending = self.pending[hotspot_id]
-        if len(pending) > 1:
-            pending.sort(key=_ts_of)
-            ready = [m for m in pending if m[3] <= watermark_ms]
-            self.pending[hotspot_id] = [m for m in pending if m[3] > watermark_ms]
-        elif pending and pending[0][3] <= watermark_ms:
-            ready, self.pending[hotspot_id] = pending, []
-        else:
-            ready = []
+        taken = bisect.bisect_right(pending, watermark_ms, key=_ts_of) if pending else 0
+        ready = pending[:taken]
+        del pending[:taken]
         if ledger.now_ms is None:
             starts = [m[3] for m in ready] + [watermark_ms]
             if self.first_ms is not None:
@@ -452,7 +449,11 @@ class CoverageStage:
             self.assigned[hotspot_id] = add_window(self.assigned[hotspot_id], window)
             ledger.set_windows(self._windows(hotspot_id, self.assigned[hotspot_id]))
         elif live_now_ms is None:
-            self.pending[hotspot_id].append(message)
+            pending = self.pending[hotspot_id]
+            if pending and message[3] < pending[-1][3]:
+                bisect.insort_right(pending, message, key=_ts_of)
+            else:
+                pending.append(message)
             self._logs[self.partition_of[hotspot_id]].add(hotspot_id, message)
         else:
             self._apply(ledger, message)

@@ -512,13 +512,15 @@ class Throughput:
     #: the run: steadier than the rate on a shared machine
     worker_cpu_s: float | None = None
     broker_cpu_s: float | None = None
+    #: the bench's own producer and collector, in the same span
+    bench_cpu_s: float | None = None
 
     def cpu_text(self) -> str:
-        if self.worker_cpu_s is None or self.broker_cpu_s is None:
+        if self.worker_cpu_s is None or self.broker_cpu_s is None or self.bench_cpu_s is None:
             return ""
         return (
-            f"; CPU a ping: worker {self.worker_cpu_s * 1e6:.1f} µs, "
-            f"broker {self.broker_cpu_s * 1e6:.1f} µs"
+            f"; CPU a ping: workers {self.worker_cpu_s * 1e6:.1f} µs, "
+            f"broker {self.broker_cpu_s * 1e6:.1f} µs, bench client {self.bench_cpu_s * 1e6:.1f} µs"
         )
 
 
@@ -532,18 +534,34 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 async def _throughput(
-    broker: EmbeddedBroker, load: Load, want: dict[str, list[bytes]], ceiling: bool
+    broker: EmbeddedBroker,
+    load: Load,
+    want: dict[str, list[bytes]],
+    ceiling: bool,
+    worker_pids: Sequence[int] = (),
 ) -> Throughput:
     expected = sum(len(v) for v in want.values())
     collector = asyncio.create_task(_collect(broker.bootstrap, expected))
     await asyncio.sleep(1.0)  # the collector is assigned and at the start of the topics
+    pids = [*worker_pids, broker.process.pid]
+    cpu_before = [cpu_seconds(pid) for pid in pids]
+    bench_before = time.process_time()
     started = await _produce(broker.bootstrap, "pings", load.messages, 8)
     produced = time.perf_counter()
     got, last = await collector
+    cpu_after = [cpu_seconds(pid) for pid in pids]
+    bench_s = time.process_time() - bench_before
     seconds = last - started
     identity = compare(want, got)
     rate = await _ceiling(broker.bootstrap, "pings", len(load.messages)) if ceiling else None
-    return Throughput(len(load.messages) / seconds, seconds, identity, produced - started, rate)
+    result = Throughput(len(load.messages) / seconds, seconds, identity, produced - started, rate)
+    if worker_pids and None not in cpu_before and None not in cpu_after:
+        used = [b - a for a, b in zip(cpu_before, cpu_after, strict=True)]  # type: ignore[operator]
+        count = len(load.messages)
+        result.worker_cpu_s = sum(used[:-1]) / count
+        result.broker_cpu_s = used[-1] / count
+        result.bench_cpu_s = bench_s / count
+    return result
 
 
 def run_throughput(
@@ -581,15 +599,10 @@ def run_throughput(
             )
             time.sleep(1.0)
         pids = [p.process.pid for p in procs if p.process is not None]
-        before = [cpu_seconds(pid) for pid in [*pids, broker.process.pid]]
         try:
-            result = asyncio.run(_throughput(broker, load, want, ceiling=workers == 1))
-            after = [cpu_seconds(pid) for pid in [*pids, broker.process.pid]]
-            if None not in before and None not in after:
-                used = [b - a for a, b in zip(before, after, strict=True)]  # type: ignore[operator]
-                result.worker_cpu_s = sum(used[:-1]) / len(load.messages)
-                result.broker_cpu_s = used[-1] / len(load.messages)
-            return result
+            return asyncio.run(
+                _throughput(broker, load, want, ceiling=workers == 1, worker_pids=pids)
+            )
         finally:
             if spy is not None:
                 spy.send_signal(signal.SIGINT)

@@ -4,10 +4,11 @@ them.
 Updates arrive ahead of the watermark whenever one pings partition is read ahead of another (a
 replay fetches a few thousand records of a partition at a time), and wait until it passes them.
 They used to be stored in each hot spot's header, the whole list written again with every batch
-that added or used one: on the full-size bench load (1,000,000 pings, 10,000 units) 455,000
-header writes of about 760 B, 348 MB of changelog, more than the pings themselves. Per-hot-spot
-chunks, each written once and rewritten when the watermark took part of it, cut the bytes to
-49 MB but made 762,000 records, and a record costs more than its bytes (``hotspot bench``).
+that added or used one: on the full-size bench load (1,000,000 pings, 10,000 units, fed in
+batches shaped like the worker's fetches) 455,000 header writes of about 760 B, 348 MB of
+changelog, more than the pings themselves. Per-hot-spot chunks, each written once and rewritten
+when the watermark took part of it, cut the bytes to 49 MB but made 762,000 records, and were
+slower: a record costs more than its bytes (README: Performance).
 
 So each coverage partition keeps a log. After a batch, the partition's updates that are still
 pending and not yet written go into one chunk, stored with the partition's watermark at that

@@ -133,6 +133,34 @@ def test_only_changed_visits_are_written_and_a_restore_is_exact() -> None:
     assert live_visits <= len(stored_visits) < len(visits) // 3
 
 
+def spots_with(windows: tuple[Window, ...], count: int) -> HotSpotCollection:
+    """``count`` hot spots with the first one, two, ... of ``windows`` in turn."""
+    return HotSpotCollection(
+        tuple(
+            HotSpot(f"HS-{n:02d}", f"spot {n}", None, windows[: 1 + n % len(windows)])
+            for n in range(count)
+        )
+    )
+
+
+def event_records(
+    stage: CoverageStage,
+    updates: list[VisitUpdate],
+    parts: dict[str, int],
+    first_ms: int,
+    offset: int,
+) -> list[Record]:
+    """A presence batch as the coverage stage receives it in event mode: its visit updates,
+    then the watermark's ``parts`` on every coverage partition."""
+    return [
+        Record("visits", p, offset, None, raw)
+        for p, raw in update_messages(updates, stage.partition_of)
+    ] + [
+        Record("visits", p, offset, None, clock_message(parts, first_ms))
+        for p in range(stage.partitions)
+    ]
+
+
 class EveryHotspotEachTime(CoverageStage):
     """The stage before ``_due``: every hot spot of a partition whose clock moved is caught up."""
 
@@ -177,9 +205,7 @@ def test_visiting_only_due_hotspots_decides_exactly_the_same(seed: int) -> None:
         Window(DAILY, time(14, 30), time(16), 25.0, min_visit_minutes=2),
         Window(DAILY, time(15, 10), time(15, 25), 4.0, unit_types=frozenset({"outreach"})),
     )
-    spots = HotSpotCollection(
-        tuple(HotSpot(f"HS-{n:02d}", f"spot {n}", None, windows[: 1 + n % 3]) for n in range(10))
-    )
+    spots = spots_with(windows, 10)
     lazy = CoverageStage(spots, CoverageSettings(), 4)
     eager = EveryHotspotEachTime(spots, CoverageSettings(), 4)
     lazy_store: dict[bytes, bytes] = {}
@@ -189,21 +215,12 @@ def test_visiting_only_due_hotspots_decides_exactly_the_same(seed: int) -> None:
     first = T0 - 30 * MIN
     for number, batch in enumerate(random_day(rng, 10)):
         watermark = max(u.ts_ms for u in batch) - rng.choice([0, 0, 10_000, 5 * MIN])
-        records = [
-            Record("visits", p, number, None, raw)
-            for p, raw in update_messages(batch, lazy.partition_of)
-        ] + [
-            Record("visits", p, number, None, clock_message({"pings:0": watermark}, first))
-            for p in range(4)
-        ]
+        records = event_records(lazy, batch, {"pings:0": watermark}, first, number)
         for stage, store, alerts in ((lazy, lazy_store, got), (eager, eager_store, want)):
             out = stage.process(records, store, None, range(4))
             apply_writes(store, out.writes)
             alerts += [(a.alert_id, a.type, a.ts_ms) for a in out.decided]
-    end = [
-        Record("visits", p, 10**6, None, clock_message({"pings:0": T0 + 600 * MIN}, first))
-        for p in range(4)
-    ]
+    end = event_records(lazy, [], {"pings:0": T0 + 600 * MIN}, first, 10**6)
     for stage, store, alerts in ((lazy, lazy_store, got), (eager, eager_store, want)):
         out = stage.process(end, store, None, range(4))
         apply_writes(store, out.writes)
@@ -246,9 +263,7 @@ def test_a_restart_in_event_time_with_updates_pending_decides_the_same(
         Window(DAILY, time(14), time(15), 10.0),
         Window(DAILY, time(14, 30), time(16), 25.0, min_visit_minutes=2),
     )
-    spots = HotSpotCollection(
-        tuple(HotSpot(f"HS-{n:02d}", f"spot {n}", None, windows[: 1 + n % 2]) for n in range(6))
-    )
+    spots = spots_with(windows, 6)
     steady = CoverageStage(spots, CoverageSettings(), 2)
     restarted = CoverageStage(spots, CoverageSettings(), 2)
     steady_store: dict[bytes, bytes] = {}
@@ -265,10 +280,7 @@ def test_a_restart_in_event_time_with_updates_pending_decides_the_same(
         parts = {"pings:0": ahead, "pings:1": ahead - rng.choice([0, 10_000, 3 * MIN, 20 * MIN])}
         if number >= late_from:  # a pings partition reporting late, behind the others
             parts["pings:2"] = ahead - 40 * MIN
-        records = [
-            Record("visits", p, number, None, raw)
-            for p, raw in update_messages(batch, steady.partition_of)
-        ] + [Record("visits", p, number, None, clock_message(parts, first)) for p in range(2)]
+        records = event_records(steady, batch, parts, first, number)
         if restart_at <= number and restarts == 0 and stored_chunks(store.items()):
             restarts += 1
             restarted = CoverageStage(spots, CoverageSettings(), 2)
@@ -302,17 +314,12 @@ def test_the_watermark_does_not_go_back_when_a_late_partition_reports() -> None:
     store: dict[bytes, bytes] = {}
     update = [VisitUpdate("enter", "HS-00", "U1", "police", T0 + 5 * MIN, T0 + 5 * MIN)]
     for parts in ({"pings:0": T0 + 2 * MIN}, {"pings:1": T0 - MIN}):
-        records = [
-            Record("visits", p, 0, None, raw)
-            for p, raw in update_messages(update, stage.partition_of)
-        ] + [Record("visits", p, 0, None, clock_message(parts, T0)) for p in range(2)]
+        records = event_records(stage, update, parts, T0, 0)
         apply_writes(store, stage.process(records, store, None, range(2)).writes)
         assert stage.watermark_ms(0) == stage.watermark_ms(1) == T0 + 2 * MIN
         update = []
     restarted = CoverageStage(spots, CoverageSettings(), 2)
-    late = [
-        Record("visits", p, 1, None, clock_message({"pings:2": T0 - 9 * MIN}, T0)) for p in range(2)
-    ]
+    late = event_records(restarted, [], {"pings:2": T0 - 9 * MIN}, T0, 1)
     restarted.process(late, store, None, range(2))
     partition = stage.partition_of["HS-00"]
     assert restarted.watermark_ms(partition) == T0 + 2 * MIN

@@ -157,8 +157,13 @@ class HotSpotIndex:
     def distance_m(self, lon: float, lat: float, hotspot_id: str) -> float:
         """Metres from the point to the hot spot (0 when inside or on its boundary), for the exit
         buffer of §4; measured in a local projection centred on that hot spot."""
-        i = self._position[hotspot_id]
-        if shapely.intersects_xy(self._geometries[i], lon, lat):
+        if shapely.intersects_xy(self._geometries[self._position[hotspot_id]], lon, lat):
             return 0.0
+        return self.distance_outside_m(lon, lat, hotspot_id)
+
+    def distance_outside_m(self, lon: float, lat: float, hotspot_id: str) -> float:
+        """``distance_m`` of a point ``match`` or ``containing`` found outside the hot spot
+        (the presence stage asks only for those): the same, without testing it again."""
+        i = self._position[hotspot_id]
         x, y = self._projections[i].to_metres(lon, lat)
         return float(shapely.distance(self._projected[i], shapely.Point(float(x), float(y))))

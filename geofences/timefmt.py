@@ -23,11 +23,31 @@ def format_ms(epoch_ms: int) -> str:
     return f"{text}.{ms:03d}Z"
 
 
+#: "YYYY-MM-DDTHH:MM:SS" -> its epoch second: a batch's pings share a few seconds
+_SECOND_OF: dict[str, int] = {}
+
+
 def parse_rfc3339_ms(text: str) -> int:
     """Epoch milliseconds of an RFC 3339 timestamp with ``Z`` or an offset.
 
-    Raises ``ValueError`` for anything else, including a timestamp without a zone.
+    Raises ``ValueError`` for anything else, including a timestamp without a zone. The usual
+    shape, ``2026-11-22T14:03:05.123Z`` (as trackers and :func:`format_ms` write it), reads its
+    second from a cache.
     """
+    if len(text) == 24 and text[19] == "." and text[23] == "Z":
+        fraction = text[20:23]
+        if fraction.isascii() and fraction.isdigit():
+            prefix = text[:19]
+            second = _SECOND_OF.get(prefix)
+            if second is None:
+                if len(_SECOND_OF) >= 4096:
+                    _SECOND_OF.clear()
+                second = _SECOND_OF[prefix] = _parse(prefix + "Z") // 1000
+            return second * 1000 + int(fraction)
+    return _parse(text)
+
+
+def _parse(text: str) -> int:
     if len(text) < 20 or text[10] not in "Tt ":
         raise ValueError(f"not an RFC 3339 timestamp: {text[:40]!r}")
     dt = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1] in "Zz" else text)

@@ -409,7 +409,7 @@ class PresenceStage:
                 state, removed = remove_hotspots(ping.unit_id, state, self.known_hotspots)
 
             def distance(hotspot_id: str, p: Ping = ping) -> float:
-                return self.index.distance_m(p.lon, p.lat, hotspot_id)
+                return self.index.distance_outside_m(p.lon, p.lat, hotspot_id)
 
             result = observe(state, ping, inside, distance, self.settings)
             outcomes[result.outcome] += 1  # a StrEnum: counted under its value

@@ -258,6 +258,17 @@ def test_distance_m() -> None:
         index.distance_m(lon0, lat0, "nope")
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-0.003, 0.005), st.floats(-0.003, 0.005))
+def test_distance_outside_is_distance_for_points_found_outside(dx: float, dy: float) -> None:
+    lon0, lat0, d = -1.13, 52.6, 0.002
+    shell = [(lon0, lat0), (lon0 + d, lat0), (lon0 + d / 2, lat0 + d), (lon0, lat0 + d / 3)]
+    index = HotSpotIndex([HotSpot("S", "S", shapely.Polygon(shell), ())])
+    lon, lat = lon0 + dx, lat0 + dy
+    if "S" not in index.containing(lon, lat):
+        assert index.distance_outside_m(lon, lat, "S") == index.distance_m(lon, lat, "S")
+
+
 def test_projection() -> None:
     kx, ky = metres_per_degree(0.0)
     assert kx == pytest.approx(111_319.49, abs=0.01)

@@ -165,5 +165,5 @@ class HotSpotIndex:
         """``distance_m`` of a point ``match`` or ``containing`` found outside the hot spot
         (the presence stage asks only for those): the same, without testing it again."""
         i = self._position[hotspot_id]
-        x, y = self._projections[i].to_metres(lon, lat)
-        return float(shapely.distance(self._projected[i], shapely.Point(float(x), float(y))))
+        x, y = self._projections[i].point_to_metres(lon, lat)
+        return float(shapely.distance(self._projected[i], shapely.Point(x, y)))

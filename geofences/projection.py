@@ -8,7 +8,7 @@ distances are accurate to well under 0.1 %. Used for the exit buffer of contract
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,15 @@ class LocalProjection:
 
     lon0: float
     lat0: float
+    #: ``metres_per_degree(lat0)``, made once (the exit buffer measures on every ping that
+    #: leaves a hot spot)
+    kx: float = field(init=False, repr=False, compare=False)
+    ky: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        kx, ky = metres_per_degree(self.lat0)
+        object.__setattr__(self, "kx", kx)
+        object.__setattr__(self, "ky", ky)
 
     @classmethod
     def centred_on(cls, geometry: Any) -> LocalProjection:
@@ -48,14 +57,17 @@ class LocalProjection:
 
     def to_metres(self, lons: npt.ArrayLike, lats: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
         """Vectorised: arrays (or scalars) of lon and lat in degrees to x and y in metres."""
-        kx, ky = metres_per_degree(self.lat0)
-        x = (np.asarray(lons, dtype=np.float64) - self.lon0) * kx
-        y = (np.asarray(lats, dtype=np.float64) - self.lat0) * ky
+        x = (np.asarray(lons, dtype=np.float64) - self.lon0) * self.kx
+        y = (np.asarray(lats, dtype=np.float64) - self.lat0) * self.ky
         return x, y
+
+    def point_to_metres(self, lon: float, lat: float) -> tuple[float, float]:
+        """``to_metres`` of one point, without numpy's per-call cost (the same floats)."""
+        return (lon - self.lon0) * self.kx, (lat - self.lat0) * self.ky
 
     def project_geometry(self, geometry: Any) -> Any:
         """A copy of a lon/lat shapely geometry with its coordinates in metres."""
-        kx, ky = metres_per_degree(self.lat0)
+        kx, ky = self.kx, self.ky
         offset: FloatArray = np.array([self.lon0, self.lat0], dtype=np.float64)
         scale: FloatArray = np.array([kx, ky], dtype=np.float64)
 

@@ -281,5 +281,15 @@ def test_projection() -> None:
     x, y = projection.to_metres(np.array([-1.13, -1.12]), np.array([52.6, 52.61]))
     assert x.tolist() == [0.0, pytest.approx(kx * 0.01)]
     assert y.tolist() == [0.0, pytest.approx(ky * 0.01)]
+    assert projection.point_to_metres(-1.12, 52.61) == (x[1], y[1])
     square_m = projection.project_geometry(shapely.box(-1.13, 52.6, -1.13 + 0.001, 52.601))
     assert square_m.area == pytest.approx(kx * ky * 1e-6, rel=1e-9)
+
+
+@given(st.floats(-180, 180), st.floats(-85, 85), st.floats(-0.05, 0.05), st.floats(-0.05, 0.05))
+def test_one_point_projects_to_the_same_floats_as_arrays(
+    lon0: float, lat0: float, dx: float, dy: float
+) -> None:
+    projection = LocalProjection(lon0, lat0)
+    x, y = projection.to_metres(np.array([lon0 + dx]), np.array([lat0 + dy]))
+    assert projection.point_to_metres(lon0 + dx, lat0 + dy) == (x[0], y[0])

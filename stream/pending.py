@@ -28,6 +28,7 @@ import bisect
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -40,6 +41,8 @@ PENDING_KEY_PREFIX = b"\x01"
 
 #: ``[kind, unit_id, unit_type, ts_ms, enter_ms]``
 Update = list[Any]
+#: a stored entry's ts (an update with its hot spot first: ``[hotspot_id, *update]``)
+_entry_ts = itemgetter(4)
 
 
 def pending_key(partition: int, slot: int) -> bytes:
@@ -77,10 +80,10 @@ class PendingLog:
         self.written_ms: int | None = decoded[-1][0][1] if decoded else None
         self._chunks: list[_Chunk] = []
         for (seq, _, entries), slot in decoded:
-            self._chunks.append(_Chunk(slot, seq, sorted(e[4] for e in entries)))
-            for hotspot_id, *update in entries:
-                if self.written_ms is None or update[3] > self.written_ms:
-                    self.restored.setdefault(hotspot_id, []).append(update)
+            self._chunks.append(_Chunk(slot, seq, sorted(map(_entry_ts, entries))))
+            for entry in entries:
+                if self.written_ms is None or _entry_ts(entry) > self.written_ms:
+                    self.restored.setdefault(entry[0], []).append(entry[1:])
         self._next_seq = self._chunks[-1].seq + 1 if self._chunks else 0
         self._fresh: list[list[Any]] = []
 
@@ -93,7 +96,7 @@ class PendingLog:
         and still after the watermark go into a new chunk with the watermark, written whenever
         there are any or when the watermark has taken updates of a stored chunk since; chunks
         it has taken all of are reused or deleted."""
-        fresh = [e for e in self._fresh if watermark_ms is None or e[4] > watermark_ms]
+        fresh = [e for e in self._fresh if watermark_ms is None or _entry_ts(e) > watermark_ms]
         self._fresh = []
         if not fresh and not self._taken_since_written(watermark_ms):
             return []
@@ -105,7 +108,7 @@ class PendingLog:
             slot = used.pop(0).slot if used else self._unused_slot()
             value = compact_json([self._next_seq, watermark_ms, fresh])
             writes.append((pending_key(self.partition, slot), value))
-            kept.append(_Chunk(slot, self._next_seq, sorted(e[4] for e in fresh)))
+            kept.append(_Chunk(slot, self._next_seq, sorted(map(_entry_ts, fresh))))
             self._next_seq += 1
         self._chunks = kept
         writes += [(pending_key(self.partition, c.slot), None) for c in used]

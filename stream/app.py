@@ -12,7 +12,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from itertools import chain
 from typing import Any
 
@@ -31,7 +31,7 @@ from stream.coverage_stage import (
     update_messages,
 )
 from stream.feed import Feed, read_outputs
-from stream.intake import Batch, Intake, ack, bulk_consumer_class, track
+from stream.intake import Batch, Intake, ack, bulk_consumer_class, hold, track
 from stream.outbox import Outgoing, outbox_of
 from stream.presence_stage import Consumed, Message, PresenceStage, Record, StageOutput
 from stream.settings import Settings
@@ -57,6 +57,16 @@ class HotspotApp(faust.App):
     """A Faust app whose consumer hands the pings topics to :attr:`intake` in batches."""
 
     intake: Intake | None = None
+    #: called when a rebalance has waited for the records in flight, before it goes on
+    before_handover: Callable[[], Awaitable[None]] | None = None
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        """Faust's wait for the records in flight (on a rebalance's revoke and at shutdown,
+        faust-streaming 0.15), then :attr:`before_handover`: the presence loop's held batches
+        are flushed and acked while this worker still owns their partitions."""
+        await super()._consumer_wait_empty(consumer, logger)
+        if self.before_handover is not None:
+            await self.before_handover()
 
     def _new_consumer(self) -> Any:
         transport = self.transport
@@ -121,6 +131,10 @@ class Processor:
         self._sent_parts: dict[str, int] = {}
         self._next_offset: dict[TP, int] = {}
         self._idle: set[TP] = set()
+        #: processed batches waiting for the next flush of unit states to be acked
+        self._held: list[Batch] = []
+        self._flushed_at = time.monotonic()
+        self._flushing = asyncio.Lock()
         self.ready = False
         endpoints = endpoints_from_env()
         self.webhooks = (
@@ -181,6 +195,7 @@ class Processor:
         self.intake = app.intake = Intake(
             {s.topics.pings, plan.rekeyed}, max_buffered=4 * s.batch_size
         )
+        app.before_handover = self.flush_states
         app.flow_control.manage_queue(self.intake)  # type: ignore[arg-type]
         app.topics.add(self.source)
         app.task(self._presence_loop)
@@ -237,19 +252,21 @@ class Processor:
     # -- agent ---------------------------------------------------------------------------
 
     async def _presence_loop(self) -> None:
-        """The pings topics' batches (stream/intake.py) through the presence stage, each
-        acked once its output is with the producer. A failure stops the worker."""
+        """The pings topics' batches (stream/intake.py) through the presence stage. Their
+        output goes to the producer at once; they are acked at the next flush of unit states
+        (:meth:`flush_states`, every ``state_flush_s``). A failure stops the worker."""
         s = self.settings
         consumer = self.app.consumer
         try:
             while not self.app.should_stop:
                 batches = await self.intake.take(s.batch_size, s.batch_within_s, idle_s=1.0)
-                if not batches:
-                    continue
-                track(consumer, batches)
-                await self._presence_batch(batches)
-                for batch in batches:
-                    ack(consumer, batch)
+                if batches:
+                    track(consumer, batches)
+                    await self._presence_batch(batches)
+                    hold(consumer, batches)
+                    self._held.extend(batches)
+                if time.monotonic() - self._flushed_at >= s.state_flush_s:
+                    await self.flush_states()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -272,6 +289,23 @@ class Processor:
         await self.publish(out)
         if clock_ready:
             await self._broadcast_watermark()
+
+    async def flush_states(self) -> None:
+        """Write every unit state changed since the last flush to the changelog, each unit
+        once, then ack the batches processed before: their offsets are committed only once
+        the states they produced are with the producer, so a crash in between loses nothing
+        (those records are read again, and replay to the same states and event ids). Unit
+        states are most of what the worker writes; a unit pinging several times between
+        flushes (a backlog, a replay) is written once (README: Performance)."""
+        async with self._flushing:
+            self._flushed_at = time.monotonic()
+            held, self._held = self._held, []
+            writes = self.stage.take_writes()
+            if writes:
+                await outbox_of(self.app).send(self._write(self.table, writes.items(), keep=False))
+            consumer = self.app.consumer
+            for batch in held:
+                ack(consumer, batch)
 
     def _stored_state(self, key: bytes) -> bytes | None:
         """A unit's state as recovered from the changelog, if the stage does not hold it."""
@@ -320,7 +354,7 @@ class Processor:
     async def _coverage_agent(self, stream: faust.StreamT[Any]) -> None:
         s = self.settings
         store = self.coverage_table.data
-        async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
+        async for events in stream.take_events(s.batch_size, within=s.coverage_within_s):
             records = as_records(events)
             live_now = wall_clock_ms() if s.clock == "live" else None
             out = self.coverage.process(
@@ -354,8 +388,9 @@ class Processor:
         return ((name, key, value, None) for key, value in messages)
 
     async def publish(self, out: StageOutput) -> None:
-        """Send a stage's output (dead letters, re-keyed pings, events, visit updates, state
-        changes) at once, one record batch per topic partition (stream/outbox.py)."""
+        """Send a stage's output (dead letters, re-keyed pings, events, visit updates) at once,
+        one record batch per topic partition (stream/outbox.py). Unit states go with the next
+        :meth:`flush_states`."""
         visit_topic = self.visit_topic.get_topic_name()
         await outbox_of(self.app).send(
             chain(
@@ -369,7 +404,6 @@ class Processor:
                         out.visit_updates, self.coverage.partition_of
                     )
                 ),
-                self._write(self.table, out.writes.items(), keep=False),
             )
         )
         metrics.record(out)
@@ -414,7 +448,7 @@ class Processor:
     async def _tick(self) -> None:
         now_ms = wall_clock_ms()
         out = self.stage.expire(now_ms, self._owned_partitions())
-        if out.writes:
+        if out.events:
             await self.publish(out)
         owned = self._owned_partitions(self.plan.visit_updates)
         await self.publish_coverage(

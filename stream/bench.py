@@ -240,7 +240,7 @@ def reference_events(load: Load, partitions: int) -> dict[str, list[bytes]]:
             watermark = stage.watermark_ms()
             if watermark is not None:
                 stage.expire(watermark, range(partitions), out)
-        table.update({k: v for k, (_, v) in out.writes.items()})
+        table.update({k: v for k, (_, v) in stage.take_writes().items()})
         events["geofence-events"] += [v for _, v in out.geofence_events]
         events["dwell-events"] += [v for _, v in out.dwell_events]
     return events
@@ -706,8 +706,8 @@ def stage_pings_per_s(load: Load, young_threshold: int) -> float:
     with _young_threshold(young_threshold):
         started = time.perf_counter()
         for batch in batches:
-            out = stage.process(batch, table.get)
-            table.update({k: v for k, (_, v) in out.writes.items()})
+            stage.process(batch, table.get)
+            table.update({k: v for k, (_, v) in stage.take_writes().items()})
         return len(load.messages) / (time.perf_counter() - started)
 
 
@@ -726,7 +726,7 @@ def coverage_pings_per_s(load: Load, young_threshold: int) -> tuple[float, float
         watermark = presence.watermark_ms()
         if watermark is not None:
             presence.expire(watermark, range(partitions), out)
-        table.update({k: v for k, (_, v) in out.writes.items()})
+        table.update({k: v for k, (_, v) in presence.take_writes().items()})
         clock = clock_message(presence.watermark_parts(), presence.first_ts)
         messages = update_messages(out.visit_updates, coverage.partition_of)
         messages += [(p, clock) for p in range(partitions)]
@@ -808,8 +808,8 @@ def state_bytes_per_unit(load: Load) -> tuple[float, float]:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for batch in batches:
-        out = stage.process(batch, table.get)
-        table.update({k: v for k, (_, v) in out.writes.items()})
+        stage.process(batch, table.get)
+        table.update({k: v for k, (_, v) in stage.take_writes().items()})
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     units = len(stage.states)

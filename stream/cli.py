@@ -54,6 +54,18 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--session-timeout", type=float, default=float(env("HOTSPOT_SESSION_TIMEOUT_S", "30"))
     )
+    parser.add_argument(
+        "--state-flush",
+        type=float,
+        default=float(env("HOTSPOT_STATE_FLUSH_S", "3")),
+        help="seconds between writes of changed unit states to the changelog",
+    )
+    parser.add_argument(
+        "--coverage-within",
+        type=float,
+        default=float(env("HOTSPOT_COVERAGE_WITHIN_S", "0.25")),
+        help="seconds the coverage agent gathers visit updates into one batch",
+    )
     parser.add_argument("--log-level", default=env("HOTSPOT_LOG_LEVEL", "warning"))
 
 
@@ -76,6 +88,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         presence=presence,
         coverage=coverage_from_env(presence),
         session_timeout_s=args.session_timeout,
+        state_flush_s=args.state_flush,
+        coverage_within_s=args.coverage_within,
         log_level=args.log_level,
     )
 

@@ -35,19 +35,32 @@ class Batch:
     """One partition's records from one fetch, in offset order (aiokafka ``ConsumerRecord``s).
 
     Tracked in ``Consumer._unacked_messages`` while processed, hence ``acked`` and
-    ``refcount`` (what Faust's ``wait_empty`` looks at); hashed by identity."""
+    ``refcount`` (what Faust's ``wait_empty`` looks at); hashed by identity. A processed batch
+    waiting for its ack (:func:`hold`) keeps only its offsets."""
 
-    __slots__ = ("__weakref__", "acked", "records", "refcount", "tp")
+    __slots__ = ("__weakref__", "_offsets", "acked", "records", "refcount", "tp")
 
     def __init__(self, tp: TP, records: Sequence[Any]) -> None:
         self.tp = tp
         self.records = records
+        self._offsets: list[int] | None = None
         self.acked = False
         self.refcount = 1
 
+    @property
+    def offsets(self) -> list[int]:
+        if self._offsets is None:
+            return [r.offset for r in self.records]
+        return self._offsets
+
+    def drop_records(self) -> None:
+        """Keep the offsets only (a held batch's records would be most of the memory)."""
+        self._offsets = self.offsets
+        self.records = ()
+
     def __repr__(self) -> str:
-        first, last = self.records[0].offset, self.records[-1].offset
-        return f"<Batch {self.tp.topic}[{self.tp.partition}] offsets {first}..{last}>"
+        offsets = self.offsets
+        return f"<Batch {self.tp.topic}[{self.tp.partition}] offsets {offsets[0]}..{offsets[-1]}>"
 
 
 class Intake:
@@ -133,6 +146,17 @@ def track(consumer: Any, batches: Sequence[Batch]) -> None:
         inbound[batch.tp] = now
 
 
+def hold(consumer: Any, batches: Sequence[Batch]) -> None:
+    """Processed batches whose ack waits for a flush of state: no longer in flight (so a
+    rebalance's ``wait_empty`` does not wait for them; the worker flushes before it lets a
+    rebalance go on) and not acked either, so their offsets are not committed yet."""
+    unacked = consumer._unacked_messages
+    for batch in batches:
+        unacked.discard(batch)
+        batch.drop_records()
+    notify(consumer._waiting_for_ack)
+
+
 def ack(consumer: Any, batch: Batch) -> None:
     """Ack every offset of a processed batch, as ``Consumer.ack`` does for one message."""
     tp = batch.tp
@@ -143,7 +167,7 @@ def ack(consumer: Any, batch: Batch) -> None:
         consumer._unacked_messages.discard(batch)
         try:
             committed = consumer._committed_offset[tp]
-            offsets = [r.offset for r in batch.records]
+            offsets = batch.offsets
             if committed is not None:
                 offsets = [o for o in offsets if o >= committed]
             index = consumer._acked_index[tp]

@@ -93,8 +93,6 @@ class StageOutput:
     geofence_events: list[Message] = field(default_factory=list)
     dwell_events: list[Message] = field(default_factory=list)
     visit_updates: list[VisitUpdate] = field(default_factory=list)
-    #: unit key -> (partition, encoded state): the last state of each unit changed in the batch.
-    writes: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
     outcomes: Counter[str] = field(default_factory=Counter)
     dead_letter_reasons: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
@@ -193,6 +191,8 @@ class PresenceStage:
         #: unit -> ``last_ms`` of the state last written to (or restored from) the changelog,
         #: for units without open visits only (those with visits are written on every ping).
         self.written_ms: dict[str, int | None] = {}
+        #: unit -> partition: units whose state is to be written, at the next ``take_writes``
+        self._unwritten: dict[str, int] = {}
         #: partition -> its units' signal-loss deadlines (a unit's is its state's,
         #: ``signal_deadline_ms``): ``expire`` looks at the due ones only, not at every unit,
         #: after each batch.
@@ -264,6 +264,7 @@ class PresenceStage:
             del self.states[unit_id]
             del self.partition_of[unit_id]
             self.written_ms.pop(unit_id, None)
+            self._unwritten.pop(unit_id, None)
             self.orphaned.discard(unit_id)
         for tp in [tp for tp in self.partition_max_ts if tp[1] in partitions]:
             del self.partition_max_ts[tp]
@@ -330,7 +331,8 @@ class PresenceStage:
         record_ts: int | None,
         type_changed: bool = True,
     ) -> None:
-        """Cache the unit's new state, queue its events, and write the state when it must be.
+        """Cache the unit's new state, queue its events, and mark the state to be written
+        (by :meth:`take_writes`) when it must be.
 
         Written: while the unit has open visits (signal loss after a restart counts from the
         stored ``last_ms``, so it must be exact), on every event and unit type change, and
@@ -343,7 +345,7 @@ class PresenceStage:
         self._remember(unit_id, state, partition)
         if moved or state.visits or events or type_changed or self._stale(unit_id, state):
             self._note_written(unit_id, state)
-            out.writes[unit_id.encode()] = (partition, encode_state(state, partition))
+            self._unwritten[unit_id] = partition
         for event in events:
             key = event.hotspot_id.encode()
             payload = compact_json(event.to_json_dict())
@@ -363,6 +365,26 @@ class PresenceStage:
                         event.enter_ms,
                     )
                 )
+
+    def take_writes(self) -> dict[bytes, tuple[int, bytes]]:
+        """The changelog writes due since the last call: unit key -> (partition, encoded
+        state), each unit's latest state once however many pings changed it since.
+
+        The worker calls this when it flushes, and acks the records it processed before only
+        once these writes are with the producer: a crash before then loses nothing, since those
+        records are read again from the last commit (README: Performance, "state flushes")."""
+        states = self.states
+        writes = {
+            unit_id.encode(): (partition, encode_state(states[unit_id], partition))
+            for unit_id, partition in self._unwritten.items()
+        }
+        self._unwritten.clear()
+        return writes
+
+    @property
+    def unwritten(self) -> int:
+        """How many units have a state waiting for :meth:`take_writes`."""
+        return len(self._unwritten)
 
     def process(
         self, records: Sequence[Consumed], load: Callable[[bytes], bytes | None]

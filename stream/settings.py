@@ -61,6 +61,13 @@ class Settings:
     coverage: CoverageSettings = field(default_factory=CoverageSettings)
     batch_size: int = 2000
     batch_within_s: float = 0.005
+    #: how long the coverage agent gathers visit updates into one batch: its cost is mostly
+    #: per hot spot and batch, so a batch of many presence batches costs far less per ping;
+    #: alerts are decided at the same times whatever the batches (README: Performance)
+    coverage_within_s: float = 0.25
+    #: how often the presence stage's changed unit states are written to the changelog (each
+    #: unit once, however often it pinged since), and the pings read before acked
+    state_flush_s: float = 3.0
     tick_interval_s: float = 1.0
     session_timeout_s: float = 30.0
     log_level: str = "warning"

@@ -212,6 +212,8 @@ class _Visit:
     #: ``saved_end`` is None while the visit was never written.
     saved_end: int | None = field(init=False, default=None)
     saved_flags: int = field(init=False, default=0)
+    #: the unit type's ``separate_services`` group (set by the ledger that holds the visit)
+    service: int | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.unit_type = sys.intern(self.unit_type)
@@ -277,6 +279,9 @@ class HotspotCoverage:
         self._min_visit_max = 0
         self._changed: set[tuple[str, int]] = set()
         self._services: dict[str, int | None] = {}
+        #: ``separate_services`` group -> how many visits of it the ledger holds: co_patrol
+        #: needs two groups, and most hot spots hold one at a time
+        self._visits_of_service: dict[int, int] = {}
         self._wake: int | None = None
         self._covered: dict[str, int] = {}
         #: visits changed (or pruned) since then: ``take_visit_changes`` looks at these only
@@ -315,6 +320,24 @@ class HotspotCoverage:
         self._unsaved = True
         self._header_unsaved = True
 
+    def _admit(self, visit: _Visit) -> _Visit:
+        """Hold a new visit, knowing its service group."""
+        self._visits[visit.key] = visit
+        service = visit.service = self._service_of(visit.unit_type)
+        if service is not None:
+            counts = self._visits_of_service
+            counts[service] = counts.get(service, 0) + 1
+        return visit
+
+    def _drop(self, visit: _Visit) -> None:
+        del self._visits[visit.key]
+        service = visit.service
+        if service is not None:
+            counts = self._visits_of_service
+            counts[service] -= 1
+            if not counts[service]:
+                del counts[service]
+
     def _touch(self, visit: _Visit) -> None:
         self._note_changed(visit)
         self._dirty = True
@@ -344,8 +367,7 @@ class HotspotCoverage:
                 return
             current.open = False
             self._touch(current)
-        visit = _Visit(unit_id, unit_type, enter_ms, enter_ms, True)
-        self._visits[visit.key] = visit
+        visit = self._admit(_Visit(unit_id, unit_type, enter_ms, enter_ms, True))
         self._open[unit_id] = visit
         if current is None:
             self._grow(visit, enter_ms, enter_ms)
@@ -396,8 +418,7 @@ class HotspotCoverage:
             visit.open = False
             del self._open[unit_id]
             self._touch(visit)
-        whole = _Visit(unit_id, unit_type, enter_ms, max(exit_ms, enter_ms), False)
-        self._visits[whole.key] = whole
+        whole = self._admit(_Visit(unit_id, unit_type, enter_ms, max(exit_ms, enter_ms), False))
         self._touch(whole)
 
     def set_windows(self, windows: Sequence[Window]) -> None:
@@ -604,7 +625,7 @@ class HotspotCoverage:
         stale = [v for v in self._visits.values() if not v.open and v.end_ms < horizon]
         for visit in stale:
             key = visit.key
-            del self._visits[key]
+            self._drop(visit)
             self._header_changed()
             self._changed.discard(key)
             if visit.saved_end is not None:
@@ -655,7 +676,11 @@ class HotspotCoverage:
         limit = self.settings.co_patrol_ms
         if len(self.settings.separate_services) > 1:
             span = min(span, limit + 1)  # a pair with a visit yet to begin
-        grouped = [v for v in self._open.values() if self._service_of(v.unit_type) is not None]
+        grouped = (
+            [v for v in self._open.values() if v.service is not None]
+            if len(self._visits_of_service) > 1
+            else []
+        )
         earliest = min((v.enter_ms for v in grouped), default=0)
         # visits that ended before every open one began overlap none of them
         recent = [v for v in self._visits.values() if v.end_ms > earliest] if grouped else []
@@ -672,19 +697,23 @@ class HotspotCoverage:
         """Visits (of ``among``, default all) of units of another ``separate_services`` group
         than ``visit``'s unit (none if it has none) that overlap it by more than
         ``more_than_ms``: (visit, overlap start, overlap), by (enter, unit id)."""
-        service = self._service_of(visit.unit_type)
-        if service is None:
+        service = visit.service
+        if service is None or len(self._visits_of_service) < 2:
             return []
         found = []
+        enter_ms, end_ms, unit_id = visit.enter_ms, visit.end_ms, visit.unit_id
         for other in self._visits.values() if among is None else among:
-            start = max(visit.enter_ms, other.enter_ms)
-            overlap = min(visit.end_ms, other.end_ms) - start
-            if overlap <= more_than_ms or other.unit_id == visit.unit_id:
+            other_service = other.service
+            if other_service is None or other_service == service:
                 continue
-            other_service = self._service_of(other.unit_type)
-            if other_service is not None and other_service != service:
+            other_enter = other.enter_ms
+            start = enter_ms if enter_ms > other_enter else other_enter
+            other_end = other.end_ms
+            overlap = (end_ms if end_ms < other_end else other_end) - start
+            if overlap > more_than_ms and other.unit_id != unit_id:
                 found.append((other, start, overlap))
-        found.sort(key=lambda f: (f[0].enter_ms, f[0].unit_id))
+        if len(found) > 1:
+            found.sort(key=lambda f: (f[0].enter_ms, f[0].unit_id))
         return found
 
     def _service_of(self, unit_type: str) -> int | None:
@@ -820,7 +849,7 @@ class HotspotCoverage:
                 visit = _Visit(str(unit_id), str(unit_type), int(enter), int(end), bool(is_open))
                 if marks:
                     visit.marks = {str(m) for m in marks}
-                ledger._visits[visit.key] = visit
+                ledger._admit(visit)
                 if visit.open:
                     ledger._open[visit.unit_id] = visit
             for key, (end, flags) in data["fired"].items():

@@ -505,6 +505,7 @@ def test_state_stays_bounded_over_weeks() -> None:
             alerts += len(cov.advance(base + hour * 3_600_000 + 1))
     data = cov.to_dict()
     assert len(data["visits"]) <= 40  # at most a day of retention and a day's visits
+    assert cov._visits_of_service == {0: len(data["visits"])}  # pruned ones no longer counted
     assert len(data["fired"]) <= 4
     assert alerts > 30
 
@@ -751,11 +752,35 @@ def test_restarts_change_no_alert_and_snapshots_round_trip(
 
 
 class EagerLedger(HotspotCoverage):
-    """A ledger that evaluates everything at every ``advance``: what the lazy one must match."""
+    """A ledger that evaluates everything at every ``advance``, and finds co_patrol rivals by
+    a plain scan of every visit: what the lazy one must match."""
 
     def advance(self, now_ms: int) -> list[Alert]:
         self._dirty = True
         return super().advance(now_ms)
+
+    def _rivals(
+        self, visit: Any, more_than_ms: int, among: Any = None
+    ) -> list[tuple[Any, int, int]]:
+        services = {v.service for v in self._visits.values()} - {None}
+        assert self._visits_of_service == {
+            s: sum(1 for v in self._visits.values() if v.service == s) for s in services
+        }
+        service = self.settings.service_of(visit.unit_type)
+        found = []
+        for other in self._visits.values() if among is None else among:
+            start = max(visit.enter_ms, other.enter_ms)
+            overlap = min(visit.end_ms, other.end_ms) - start
+            other_service = self.settings.service_of(other.unit_type)
+            if (
+                service is not None
+                and other_service is not None
+                and other_service != service
+                and overlap > more_than_ms
+                and other.unit_id != visit.unit_id
+            ):
+                found.append((other, start, overlap))
+        return sorted(found, key=lambda f: (f[0].enter_ms, f[0].unit_id))
 
 
 @st.composite

@@ -588,6 +588,9 @@ class HotspotCoverage:
         latest = self._latest_visit_ms()
         alerts: list[Alert] = []
         for instance in self._ordered:
+            start = instance.start_ms
+            if start > now_ms and (latest is None or start >= latest) and instance.required_ms:
+                continue  # not begun, nothing in it yet: nothing can fire
             flags = self._fired.get(instance.key, (0, ""))[1]
             if "m" in flags or "g" in flags:
                 continue
@@ -639,6 +642,8 @@ class HotspotCoverage:
         if self._windows and self._gen_to_ms is not None:
             wake = self._gen_to_ms - _DAY_MS
         for instance in self._ordered:
+            if wake is not None and instance.start_ms >= wake:
+                break  # an instance is due no sooner than its start, and they come by start
             flags = self._fired.get(instance.key, (0, ""))[1]
             if "m" in flags or "g" in flags:
                 continue

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any
@@ -44,14 +44,13 @@ class WindowInstance:
     min_visit_minutes: float
     unit_types: frozenset[str] | None
     key: str
+    #: ``required_minutes`` and ``min_visit_minutes`` in ms, made once (read at every look)
+    required_ms: int = field(init=False, repr=False, compare=False)
+    min_visit_ms: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def required_ms(self) -> int:
-        return round(self.required_minutes * 60_000)
-
-    @property
-    def min_visit_ms(self) -> int:
-        return round(self.min_visit_minutes * 60_000)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "required_ms", round(self.required_minutes * 60_000))
+        object.__setattr__(self, "min_visit_ms", round(self.min_visit_minutes * 60_000))
 
     def eligible(self, unit_type: str) -> bool:
         """Whether a unit of ``unit_type`` counts for this instance (``unit_types`` None: any)."""

@@ -106,15 +106,16 @@ class StageOutput:
 
     def add_update(self, update: VisitUpdate) -> None:
         """Queue a visit update for the coverage stage."""
-        key = (update.hotspot_id, update.unit_id)
-        if update.kind == "inside" and self.coalesce_inside:
-            index = self._pending_inside.get(key)
-            if index is not None:
-                self.visit_updates[index] = update
-                return
-            self._pending_inside[key] = len(self.visit_updates)
-        else:
-            self._pending_inside.pop(key, None)
+        if self.coalesce_inside:
+            key = (update.hotspot_id, update.unit_id)
+            if update.kind == "inside":
+                index = self._pending_inside.get(key)
+                if index is not None:
+                    self.visit_updates[index] = update
+                    return
+                self._pending_inside[key] = len(self.visit_updates)
+            else:
+                self._pending_inside.pop(key, None)
         self.visit_updates.append(update)
 
 

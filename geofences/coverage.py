@@ -382,10 +382,25 @@ class HotspotCoverage:
         visit = self._open.get(unit_id)
         if visit is None or inside_ms <= visit.end_ms:
             return
+        self._extend(visit, inside_ms)
+
+    def _extend(self, visit: _Visit, end_ms: int) -> None:
+        """The visit's end moves on to ``end_ms`` (not before its current end)."""
         # a visit too short to count yet may count whole once longer
         counted = visit.end_ms - visit.enter_ms >= self._min_visit_max
-        self._grow(visit, visit.end_ms if counted else visit.enter_ms, inside_ms)
-        visit.end_ms = inside_ms
+        self._grow(visit, visit.end_ms if counted else visit.enter_ms, end_ms)
+        visit.end_ms = end_ms
+
+    def _unit_left(self) -> None:
+        """A unit is no longer present. That alone can only make ``at_risk`` fire (it needs no
+        eligible unit present), and only from when it is due: the wake time is looked for
+        again, not every rule (an exit that also lengthened its visit has grown it, ``_grow``).
+        """
+        now = self._now
+        assert now is not None
+        self._covered = {}
+        self._wake = self._compute_wake(now)
+        self._covered = {}
 
     def visit_ended(
         self,
@@ -405,10 +420,15 @@ class HotspotCoverage:
                 return
         visit = self._open.get(unit_id)
         if visit is not None and (enter_ms is None or enter_ms == visit.enter_ms):
-            visit.end_ms = max(exit_ms, visit.enter_ms)
+            end_ms = max(exit_ms, visit.enter_ms)
             visit.open = False
             del self._open[unit_id]
-            self._touch(visit)
+            if end_ms < visit.end_ms or self._now is None or self._dirty:
+                visit.end_ms = end_ms
+                self._touch(visit)
+            else:
+                self._extend(visit, end_ms)
+                self._unit_left()
             return
         if enter_ms is None or unit_type is None or self._too_old(enter_ms):
             return
@@ -658,8 +678,9 @@ class HotspotCoverage:
                     instance.start_ms,
                     instance.end_ms - (instance.required_ms - covered) - lead,
                 )
-                if now_ms < trigger < instance.end_ms:
-                    due = min(due, trigger)
+                if trigger < instance.end_ms:
+                    # already passed: after a full look only if a unit has left since
+                    due = min(due, max(trigger, now_ms))
             wake = due if wake is None else min(wake, due)
         return wake
 

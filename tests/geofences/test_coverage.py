@@ -239,18 +239,19 @@ def test_at_risk_not_while_an_eligible_unit_is_present() -> None:
 
 
 def test_at_risk_fires_at_once_when_the_last_unit_leaves_after_it_was_due() -> None:
-    """An exit is not a full look (``_unit_left``): at_risk, due since 14:33 (15:00 - 12 - 15)
-    but held off by the unit present, fires at the first clock after the unit leaves."""
-    cov = ledger(window("14:00", "15:00", 12, min_visit_minutes=30))
+    """An exit is not a full look (``_unit_left``): at_risk, due since 14:40 (15:00 - (20 - 15)
+    - 15) but held off by the unit present, fires at the first clock after the unit leaves,
+    though the exit lengthened the visit too little to look at every rule."""
+    cov = ledger(window("14:00", "15:00", 20))
     cov.advance(at("13:00"))
-    cov.visit_started("P1", "police", at("14:20"))
-    for minute in range(21, 41):
+    cov.visit_started("P1", "police", at("14:30"))
+    for minute in range(31, 46):
         cov.visit_progress("P1", at(f"14:{minute}"))
         assert cov.advance(at(f"14:{minute}")) == []  # present: no at_risk
-    cov.visit_ended("P1", at("14:41"))  # 21 minutes, short of the 30 that count
-    assert cov.next_wakeup_ms() == at("14:40")
-    (risk,) = cov.advance(at("14:41"))
-    assert (risk.type, risk.ts_ms, risk.covered_minutes) == ("at_risk", at("14:41"), 0)
+    cov.visit_ended("P1", at("14:45:30"))
+    assert cov.next_wakeup_ms() == at("14:45")
+    (risk,) = cov.advance(at("14:45:30"))
+    assert (risk.type, risk.ts_ms, risk.covered_minutes) == ("at_risk", at("14:45:30"), 15.5)
 
 
 def test_at_risk_fires_while_only_an_ineligible_unit_is_present() -> None:

@@ -51,21 +51,22 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
         default=int(env("HOTSPOT_PARTITIONS", "8")),
         help="partitions of topics the worker creates (an existing pings topic wins)",
     )
-    parser.add_argument(
-        "--session-timeout", type=float, default=float(env("HOTSPOT_SESSION_TIMEOUT_S", "30"))
-    )
-    parser.add_argument(
-        "--state-flush",
-        type=float,
-        default=float(env("HOTSPOT_STATE_FLUSH_S", "3")),
-        help="seconds between writes of changed unit states to the changelog",
-    )
-    parser.add_argument(
-        "--coverage-within",
-        type=float,
-        default=float(env("HOTSPOT_COVERAGE_WITHIN_S", "0.25")),
-        help="seconds the coverage agent gathers visit updates into one batch",
-    )
+    for flag, name, default, text in (
+        ("--session-timeout", "HOTSPOT_SESSION_TIMEOUT_S", "30", "consumer group session timeout"),
+        (
+            "--state-flush",
+            "HOTSPOT_STATE_FLUSH_S",
+            "3",
+            "how often changed unit states are written to the changelog",
+        ),
+        (
+            "--coverage-within",
+            "HOTSPOT_COVERAGE_WITHIN_S",
+            "0.25",
+            "how long the coverage agent gathers visit updates into one batch",
+        ),
+    ):
+        parser.add_argument(flag, type=float, default=float(env(name, default)), help=f"{text} (s)")
     parser.add_argument("--log-level", default=env("HOTSPOT_LOG_LEVEL", "warning"))
 
 

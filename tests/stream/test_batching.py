@@ -273,13 +273,18 @@ def test_a_unit_without_visits_is_written_on_transitions_and_checkpoints_only() 
     assert all(len(writes) == 1 for writes in run_in.writes)  # every ping of an open visit
 
 
+#: a walk, where in it a worker stops (a fraction of it), from how far back (a fraction of
+#: what it had done) its records are read again, and the batch sizes
+CRASHES = {
+    "walk": st.lists(steps, min_size=40, max_size=300),
+    "split": st.floats(0, 1),
+    "redeliver": st.floats(0, 1),
+    "sizes": st.lists(st.integers(1, 80)),
+}
+
+
 @FAST
-@given(
-    walk=st.lists(steps, min_size=40, max_size=300),
-    split=st.floats(0, 1),
-    redeliver=st.floats(0, 1),
-    sizes=st.lists(st.integers(1, 80)),
-)
+@given(**CRASHES)
 def test_a_stage_restored_from_its_writes_goes_on_exactly(
     walk: list[Step], split: float, redeliver: float, sizes: list[int]
 ) -> None:
@@ -315,26 +320,12 @@ def test_a_stage_restored_from_its_writes_goes_on_exactly(
     # A unit without visits may keep a last fix up to a checkpoint old (it decides nothing);
     # a unit with open visits is exact, and so is every restart from the new changelog.
     live = after.states()
-    for stage in (restored.stage, Run().stage):
-        if stage is not restored.stage:
-            stage.restore(restored.table.items(), range(PARTITIONS))
-        assert stage.states.keys() == live.keys()
-        for unit_id, state in stage.states.items():
-            if live[unit_id].visits:
-                assert state == live[unit_id]
-            else:
-                assert (state.unit_type, state.visits) == (live[unit_id].unit_type, ())
-                assert state.last_ms is None or live[unit_id].last_ms - state.last_ms < 60_000
+    assert_holds(restored.states(), live)
+    assert_restores_to(restored.table, live)
 
 
 @FAST
-@given(
-    walk=st.lists(steps, min_size=40, max_size=300),
-    split=st.floats(0, 1),
-    redeliver=st.floats(0, 1),
-    sizes=st.lists(st.integers(1, 80)),
-    every=st.integers(1, 6),
-)
+@given(**CRASHES, every=st.integers(1, 6))
 def test_a_stage_that_flushes_every_few_batches_loses_nothing_in_a_crash(
     walk: list[Step], split: float, redeliver: float, sizes: list[int], every: int
 ) -> None:
@@ -378,12 +369,17 @@ def test_a_stage_that_flushes_every_few_batches_loses_nothing_in_a_crash(
 
 
 def assert_restores_to(table: dict[bytes, bytes], live: dict[str, UnitState]) -> None:
-    """A stage restored from ``table`` holds ``live``: exactly for units with open visits;
-    for the others, the type and a last fix at most a checkpoint (60 s) old."""
+    """A stage restored from ``table`` holds ``live`` (``assert_holds``)."""
     stage = PresenceStage(INDEX, PresenceSettings(), PINGS)
     stage.restore(table.items(), range(PARTITIONS))
-    assert stage.states.keys() == live.keys()
-    for unit_id, state in stage.states.items():
+    assert_holds(stage.states, live)
+
+
+def assert_holds(states: dict[str, UnitState], live: dict[str, UnitState]) -> None:
+    """``states`` are ``live``'s: exactly for units with open visits; for the others, the type
+    and a last fix at most a checkpoint (60 s) old."""
+    assert states.keys() == live.keys()
+    for unit_id, state in states.items():
         if live[unit_id].visits:
             assert state == live[unit_id]
         else:

@@ -87,6 +87,9 @@ def as_records(events: Iterable[Any]) -> list[Record]:
     return records
 
 
+#: unit states encoded and handed to the producer at a time when flushing
+FLUSH_SLICE = 5_000
+
 #: allocations between young-generation collections (Python's default is 700)
 GC_YOUNG_THRESHOLD = 10_000
 
@@ -300,8 +303,8 @@ class Processor:
         async with self._flushing:
             self._flushed_at = time.monotonic()
             held, self._held = self._held, []
-            writes = self.stage.take_writes()
-            if writes:
+            while self.stage.unwritten:  # a slice at a time: 100,000 states at once are ~30 MB
+                writes = self.stage.take_writes(FLUSH_SLICE)
                 await outbox_of(self.app).send(self._write(self.table, writes.items(), keep=False))
             consumer = self.app.consumer
             for batch in held:

@@ -367,19 +367,21 @@ class PresenceStage:
                     )
                 )
 
-    def take_writes(self) -> dict[bytes, tuple[int, bytes]]:
+    def take_writes(self, most: int | None = None) -> dict[bytes, tuple[int, bytes]]:
         """The changelog writes due since the last call: unit key -> (partition, encoded
-        state), each unit's latest state once however many pings changed it since.
+        state), each unit's latest state once however many pings changed it since; at most
+        ``most`` of them (the rest stay due).
 
         The worker calls this when it flushes, and acks the records it processed before only
         once these writes are with the producer: a crash before then loses nothing, since those
         records are read again from the last commit (README: Performance, "state flushes")."""
         states = self.states
-        writes = {
-            unit_id.encode(): (partition, encode_state(states[unit_id], partition))
-            for unit_id, partition in self._unwritten.items()
-        }
-        self._unwritten.clear()
+        unwritten = self._unwritten
+        units = list(unwritten) if most is None else list(itertools.islice(unwritten, most))
+        writes = {}
+        for unit_id in units:
+            partition = unwritten.pop(unit_id)
+            writes[unit_id.encode()] = (partition, encode_state(states[unit_id], partition))
         return writes
 
     @property

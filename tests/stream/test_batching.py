@@ -273,6 +273,20 @@ def test_a_unit_without_visits_is_written_on_transitions_and_checkpoints_only() 
     assert all(len(writes) == 1 for writes in run_in.writes)  # every ping of an open visit
 
 
+def test_writes_taken_in_slices_are_the_writes_taken_at_once() -> None:
+    """The worker flushes a few thousand states at a time; together they are the same."""
+    enter = [Step(u, 10, 100, 0, None, "police", False, False) for u in range(len(UNITS))]
+    whole, sliced = Run(), Run()
+    for run in (whole, sliced):
+        run.batch(records_of(enter), clock=False, flush=False)
+    parts = []
+    while sliced.stage.unwritten:
+        parts.append(sliced.stage.take_writes(2))
+    assert [len(part) for part in parts] == [2, 2, 1]
+    assert {k: v for part in parts for k, v in part.items()} == whole.stage.take_writes()
+    assert sliced.stage.take_writes() == {}
+
+
 #: a walk, where in it a worker stops (a fraction of it), from how far back (a fraction of
 #: what it had done) its records are read again, and the batch sizes
 CRASHES = {

@@ -190,7 +190,7 @@ class PresenceStage:
         self.states: dict[str, UnitState] = {}
         self.partition_of: dict[str, int] = {}
         #: unit -> ``last_ms`` of the state last written to (or restored from) the changelog,
-        #: for units without open visits only (those with visits are written on every ping).
+        #: for units without open visits only (those with visits are marked on every ping).
         self.written_ms: dict[str, int | None] = {}
         #: unit -> partition: units whose state is to be written, at the next ``take_writes``
         self._unwritten: dict[str, int] = {}

@@ -51,22 +51,30 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
         default=int(env("HOTSPOT_PARTITIONS", "8")),
         help="partitions of topics the worker creates (an existing pings topic wins)",
     )
+    defaults = Settings()
     for flag, name, default, text in (
-        ("--session-timeout", "HOTSPOT_SESSION_TIMEOUT_S", "30", "consumer group session timeout"),
+        (
+            "--session-timeout",
+            "HOTSPOT_SESSION_TIMEOUT_S",
+            defaults.session_timeout_s,
+            "consumer group session timeout",
+        ),
         (
             "--state-flush",
             "HOTSPOT_STATE_FLUSH_S",
-            "3",
+            defaults.state_flush_s,
             "how often changed unit states are written to the changelog",
         ),
         (
             "--coverage-within",
             "HOTSPOT_COVERAGE_WITHIN_S",
-            "0.25",
+            defaults.coverage_within_s,
             "how long the coverage agent gathers visit updates into one batch",
         ),
     ):
-        parser.add_argument(flag, type=float, default=float(env(name, default)), help=f"{text} (s)")
+        parser.add_argument(
+            flag, type=float, default=float(env(name, str(default))), help=f"{text} (s)"
+        )
     parser.add_argument("--log-level", default=env("HOTSPOT_LOG_LEVEL", "warning"))
 
 

@@ -31,7 +31,16 @@ from stream.coverage_stage import (
     update_messages,
 )
 from stream.feed import Feed, read_outputs
-from stream.intake import Batch, Intake, ack, bulk_consumer_class, hold, track
+from stream.intake import (
+    Batch,
+    Intake,
+    ack,
+    bulk_consumer_class,
+    hold,
+    hold_messages,
+    release,
+    track,
+)
 from stream.outbox import Outgoing, outbox_of
 from stream.presence_stage import Consumed, Message, PresenceStage, Record, StageOutput
 from stream.settings import Settings
@@ -134,8 +143,9 @@ class Processor:
         self._sent_parts: dict[str, int] = {}
         self._next_offset: dict[TP, int] = {}
         self._idle: set[TP] = set()
-        #: processed batches waiting for the next flush of unit states to be acked
+        #: processed pings batches and coverage messages waiting for the next flush to be acked
         self._held: list[Batch] = []
+        self._held_coverage: list[Any] = []
         self._flushed_at = time.monotonic()
         self._flushing = asyncio.Lock()
         self.ready = False
@@ -294,21 +304,26 @@ class Processor:
             await self._broadcast_watermark()
 
     async def flush_states(self) -> None:
-        """Write every unit state changed since the last flush to the changelog, each unit
-        once, then ack the batches processed before: their offsets are committed only once
-        the states they produced are with the producer, so a crash in between loses nothing
-        (those records are read again, and replay to the same states and event ids). Unit
-        states are most of what the worker writes; a unit pinging several times between
-        flushes (a backlog, a replay) is written once (README: Performance)."""
+        """Write every unit state and coverage ledger changed since the last flush to the
+        changelogs, each once, then ack the records processed before: their offsets are
+        committed only once the state they produced is with the producer, so a crash in
+        between loses nothing (those records are read again, and replay to the same states,
+        event ids and alerts). A unit pinging several times between flushes (a backlog, a
+        replay), or a visit extended by several of them, is written once (README:
+        Performance)."""
         async with self._flushing:
             self._flushed_at = time.monotonic()
             held, self._held = self._held, []
+            held_coverage, self._held_coverage = self._held_coverage, []
+            outbox = outbox_of(self.app)
             while self.stage.unwritten:  # a slice at a time: 100,000 states at once are ~30 MB
                 writes = self.stage.take_writes(FLUSH_SLICE)
-                await outbox_of(self.app).send(self._write(self.table, writes.items(), keep=False))
+                await outbox.send(self._write(self.table, writes.items(), keep=False))
+            await outbox.send(self._write(self.coverage_table, self.coverage.take_writes().items()))
             consumer = self.app.consumer
             for batch in held:
                 ack(consumer, batch)
+            release(consumer, held_coverage)
 
     def _stored_state(self, key: bytes) -> bytes | None:
         """A unit's state as recovered from the changelog, if the stage does not hold it."""
@@ -364,6 +379,9 @@ class Processor:
                 records, store, live_now, self._owned_partitions(self.plan.visit_updates)
             )
             await self.publish_coverage(out)
+            messages = [event.message for event in events]
+            hold_messages(self.app.consumer, messages)
+            self._held_coverage.extend(messages)
 
     async def _assignments_agent(self, stream: faust.StreamT[Any]) -> None:
         async for events in stream.take_events(100, within=0.2):
@@ -377,7 +395,6 @@ class Processor:
             chain(
                 self._outgoing(self.alerts_topic, out.alerts),
                 self._outgoing(self.dlq_topic, out.dead_letters),
-                self._write(self.coverage_table, out.writes.items()),
             )
         )
         metrics.record_alerts(out.decided)
@@ -492,7 +509,10 @@ class Processor:
         app.consumer.stop_flow()
         owned = self._owned_partitions()
         restored = self._restore_presence(owned)
+        # Ledgers are read again from the table, as of the handover's flush; coverage records
+        # processed since are not acked, and are read again from the committed offsets.
         self.coverage.forget()
+        self._held_coverage.clear()
         log.info("presence: %d unit states restored for partitions %s", restored, sorted(owned))
         if self.settings.clock == "live":
             # the first tick builds every owned hot spot's ledger (~0.3 s for 2,000): here, not

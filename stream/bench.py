@@ -735,9 +735,8 @@ def coverage_pings_per_s(load: Load, young_threshold: int) -> tuple[float, float
     store: dict[bytes, bytes] = {}
 
     def run(records: list[Record]) -> None:
-        for key, (_, value) in coverage.process(
-            records, store, None, range(partitions)
-        ).writes.items():
+        coverage.process(records, store, None, range(partitions))
+        for key, (_, value) in coverage.take_writes().items():
             if value is None:
                 store.pop(key, None)
             else:

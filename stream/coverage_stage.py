@@ -73,8 +73,6 @@ def visit_key(hotspot_id: str, unit_id: str, enter_ms: int) -> bytes:
 class CoverageOutput:
     alerts: list[Message] = field(default_factory=list)
     dead_letters: list[Message] = field(default_factory=list)
-    #: table key -> (partition, encoded value, or None to delete): hot spot headers and visits
-    writes: dict[bytes, tuple[int, bytes | None]] = field(default_factory=dict)
     decided: list[Alert] = field(default_factory=list)
 
 
@@ -121,6 +119,10 @@ class CoverageStage:
         self._wakes: dict[int, list[tuple[int, str]]] = {}
         #: partitions whose every hot spot has been loaded and caught up since the last rebalance
         self._primed: set[int] = set()
+        #: hot spots whose ledger changed since :meth:`take_writes`, and whether pending
+        #: updates may have (event mode)
+        self._unwritten: set[str] = set()
+        self._pending_unwritten = False
 
     # -- state ------------------------------------------------------------------------------
 
@@ -206,12 +208,34 @@ class CoverageStage:
         self._wake_of.clear()
         self._wakes.clear()
         self._primed.clear()
+        self._unwritten.clear()
+        self._pending_unwritten = False
 
-    def _persist(self, hotspot_id: str, out: CoverageOutput) -> None:
+    def take_writes(self) -> dict[bytes, tuple[int, bytes | None]]:
+        """The table writes that store what changed since the last call: table key ->
+        (partition, encoded value, or None to delete). Hot spot headers and visits, each as it
+        is now however many batches changed it since, and the pending updates (event mode).
+
+        The worker calls this when it flushes, and acks the records it processed before only
+        once these writes are with the producer: the store then always holds the ledgers as of
+        the committed offsets, and a restart reads on from there (README: Performance)."""
+        out: dict[bytes, tuple[int, bytes | None]] = {}
+        for hotspot_id in sorted(self._unwritten):
+            if hotspot_id in self.ledgers:
+                self._persist(hotspot_id, out)
+        self._unwritten.clear()
+        if self._pending_unwritten:
+            self._pending_unwritten = False
+            for partition, log in sorted(self._logs.items()):
+                for key, value in log.changes(self.watermark_ms(partition)):
+                    out[key] = (partition, value)
+        return out
+
+    def _persist(self, hotspot_id: str, out: dict[bytes, tuple[int, bytes | None]]) -> None:
         """Write what changed: the hot spot's header (clock, fired alerts, assignments) under
         its id, and each changed visit under its own key (pruned ones deleted). Nothing when
         only the clock moved (see ``HotspotCoverage.has_unsaved_changes``). Pending updates are
-        written per partition (``_persist_pending``)."""
+        written per partition (:meth:`take_writes`)."""
         ledger = self.ledgers[hotspot_id]
         if not ledger.has_unsaved_changes and hotspot_id not in self._rewrite:
             return
@@ -229,14 +253,14 @@ class CoverageStage:
             self._written_assigned[hotspot_id] = assigned
             if self.written.get(hotspot_id) != encoded:
                 self.written[hotspot_id] = encoded
-                out.writes[hotspot_id.encode()] = (partition, encoded)
+                out[hotspot_id.encode()] = (partition, encoded)
         for unit_id, unit_type, enter_ms, end_ms, is_open, marks in changed:
-            out.writes[visit_key(hotspot_id, unit_id, enter_ms)] = (
+            out[visit_key(hotspot_id, unit_id, enter_ms)] = (
                 partition,
                 compact_json([unit_type, end_ms, is_open, marks]),
             )
         for unit_id, enter_ms in removed:
-            out.writes[visit_key(hotspot_id, unit_id, enter_ms)] = (partition, None)
+            out[visit_key(hotspot_id, unit_id, enter_ms)] = (partition, None)
 
     def _advance(self, hotspot_id: str, now_ms: int, out: CoverageOutput) -> None:
         self._emit(hotspot_id, self.ledgers[hotspot_id].advance(now_ms), out)
@@ -324,7 +348,7 @@ class CoverageStage:
             wake = ledger.next_wakeup_ms()
             if wake is not None and wake <= now_ms:
                 self._advance(hotspot_id, now_ms, out)
-                self._persist(hotspot_id, out)
+                self._unwritten.add(hotspot_id)
         return out
 
     # -- records ----------------------------------------------------------------------------
@@ -376,18 +400,10 @@ class CoverageStage:
                     self._catch_up(hotspot_id, watermark, out, prior.get(partition))
                     self._note_wake(hotspot_id)
             touched |= due
-        for hotspot_id in sorted(touched):
-            if hotspot_id in self.ledgers:
-                self._persist(hotspot_id, out)
+        self._unwritten |= touched
         if live_now_ms is None:
-            self._persist_pending(out)
+            self._pending_unwritten = True
         return out
-
-    def _persist_pending(self, out: CoverageOutput) -> None:
-        """Event mode, after a batch: each partition's pending updates as changed."""
-        for partition, log in sorted(self._logs.items()):
-            for key, value in log.changes(self.watermark_ms(partition)):
-                out.writes[key] = (partition, value)
 
     def _due(self, partitions: Collection[int]) -> set[str]:
         """Event mode: the hot spots of ``partitions`` the watermark has reached: every one

@@ -157,6 +157,23 @@ def hold(consumer: Any, batches: Sequence[Batch]) -> None:
     notify(consumer._waiting_for_ack)
 
 
+def hold_messages(consumer: Any, messages: Sequence[Any]) -> None:
+    """Faust messages an agent processed whose ack waits for a flush, as :func:`hold` does for
+    batches: one more reference each, so the stream's own ack leaves them unacked, and no
+    longer in flight. :func:`release` acks them."""
+    unacked = consumer._unacked_messages
+    for message in messages:
+        message.incref()
+        unacked.discard(message)
+    notify(consumer._waiting_for_ack)
+
+
+def release(consumer: Any, messages: Sequence[Any]) -> None:
+    """Ack messages held by :func:`hold_messages` (the last reference: Faust's own ack)."""
+    for message in messages:
+        message.ack(consumer)
+
+
 def ack(consumer: Any, batch: Batch) -> None:
     """Ack every offset of a processed batch, as ``Consumer.ack`` does for one message."""
     tp = batch.tp

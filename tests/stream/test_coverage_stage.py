@@ -75,7 +75,7 @@ def test_batched_and_single_messages_decide_the_same_alerts() -> None:
         a.alert_id for a in out_single.decided
     )
     assert sorted(a.type for a in out_batched.decided) == ["met"] * 6
-    assert out_batched.writes == out_single.writes
+    assert batched.take_writes() == single.take_writes()
 
 
 def apply_writes(store: dict[bytes, bytes], writes: dict[bytes, tuple[int, bytes | None]]) -> None:
@@ -113,15 +113,16 @@ def test_only_changed_visits_are_written_and_a_restore_is_exact() -> None:
         ]
         now = max(u.ts_ms for u in batch) + MIN
         out = steady.process(records, steady_store, now, range(2))
-        apply_writes(steady_store, out.writes)
+        apply_writes(steady_store, steady.take_writes())
         steady_alerts += [a.alert_id for a in out.decided]
         steady_decided += out.decided
         if number == len(batches) // 2:
             first = CoverageStage(spots, settings, 2)
         out = first.process(records, store, now, range(2))
-        apply_writes(store, out.writes)
+        writes = first.take_writes()
+        apply_writes(store, writes)
         alerts += [a.alert_id for a in out.decided]
-        headers = [v for k, (_, v) in out.writes.items() if v is not None and k[:1] != b"\x00"]
+        headers = [v for k, (_, v) in writes.items() if v is not None and k[:1] != b"\x00"]
         assert all(len(header) < 600 for header in headers)
     assert alerts == steady_alerts
     assert {a.type for a in steady_decided} == {"met"}
@@ -218,12 +219,12 @@ def test_visiting_only_due_hotspots_decides_exactly_the_same(seed: int) -> None:
         records = event_records(lazy, batch, {"pings:0": watermark}, first, number)
         for stage, store, alerts in ((lazy, lazy_store, got), (eager, eager_store, want)):
             out = stage.process(records, store, None, range(4))
-            apply_writes(store, out.writes)
+            apply_writes(store, stage.take_writes())
             alerts += [(a.alert_id, a.type, a.ts_ms) for a in out.decided]
     end = event_records(lazy, [], {"pings:0": T0 + 600 * MIN}, first, 10**6)
     for stage, store, alerts in ((lazy, lazy_store, got), (eager, eager_store, want)):
         out = stage.process(end, store, None, range(4))
-        apply_writes(store, out.writes)
+        apply_writes(store, stage.take_writes())
         alerts += [(a.alert_id, a.type, a.ts_ms) for a in out.decided]
     assert got == want
     assert {t for _, t, _ in want} >= {"met", "gap"}
@@ -288,7 +289,7 @@ def test_a_restart_in_event_time_with_updates_pending_decides_the_same(
                 store = as_written_before_chunks(store)
         for stage, s, alerts in ((steady, steady_store, want), (restarted, store, got)):
             out = stage.process(records, s, None, range(2))
-            apply_writes(s, out.writes)
+            apply_writes(s, stage.take_writes())
             alerts += [(a.alert_id, a.type, a.ts_ms) for a in out.decided]
         held = max(held, sum(map(len, steady.pending.values())))
         stored: dict[str, list[Any]] = {}
@@ -315,7 +316,8 @@ def test_the_watermark_does_not_go_back_when_a_late_partition_reports() -> None:
     update = [VisitUpdate("enter", "HS-00", "U1", "police", T0 + 5 * MIN, T0 + 5 * MIN)]
     for parts in ({"pings:0": T0 + 2 * MIN}, {"pings:1": T0 - MIN}):
         records = event_records(stage, update, parts, T0, 0)
-        apply_writes(store, stage.process(records, store, None, range(2)).writes)
+        stage.process(records, store, None, range(2))
+        apply_writes(store, stage.take_writes())
         assert stage.watermark_ms(0) == stage.watermark_ms(1) == T0 + 2 * MIN
         update = []
     restarted = CoverageStage(spots, CoverageSettings(), 2)
@@ -324,3 +326,80 @@ def test_the_watermark_does_not_go_back_when_a_late_partition_reports() -> None:
     partition = stage.partition_of["HS-00"]
     assert restarted.watermark_ms(partition) == T0 + 2 * MIN
     assert restarted.pending["HS-00"] == stage.pending["HS-00"] != []
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_stage_that_flushes_every_few_batches_loses_nothing_in_a_crash(seed: int) -> None:
+    """Event clock, the worker's flushes: writes are taken every few batches only, and the
+    batches processed since are acked only then. A stage that crashes between flushes is
+    restored from the store as of the last flush and read on from the batch after it (the
+    committed offset): it fires exactly the alerts, at the same times, and ends with exactly
+    the ledgers and the store, of a stage that never stopped and wrote after every batch."""
+    rng = random.Random(seed)
+    windows = (
+        Window(DAILY, time(14), time(15), 10.0),
+        Window(DAILY, time(14, 30), time(16), 25.0, min_visit_minutes=2),
+        Window(DAILY, time(15, 10), time(15, 25), 4.0, unit_types=frozenset({"outreach"})),
+    )
+    spots = spots_with(windows, 6)
+    first = T0 - 30 * MIN
+    shape = CoverageStage(spots, CoverageSettings(), 2)
+    batches = []
+    behind = first
+    for number, batch in enumerate(random_day(rng, 6)):
+        ahead = max(u.ts_ms for u in batch)
+        # a pings partition read behind the other; each part only grows, as a worker sends it
+        behind = max(behind, ahead - rng.choice([0, 10_000, 3 * MIN, 20 * MIN]))
+        parts = {"pings:0": ahead, "pings:1": behind}
+        batches.append(event_records(shape, batch, parts, first, number))
+    # the end of the day: every ledger caught up to the same clock (a ledger's clock moves only
+    # when it must, and a restart moves every one)
+    batches.append(event_records(shape, [], {"pings:0": T0 + 600 * MIN}, first, len(batches)))
+
+    steady = CoverageStage(spots, CoverageSettings(), 2)
+    steady_store: dict[bytes, bytes] = {}
+    want: list[tuple[str, str, int]] = []
+    for records in batches:
+        want += [
+            (a.alert_id, a.type, a.ts_ms)
+            for a in steady.process(records, steady_store, None, range(2)).decided
+        ]
+        apply_writes(steady_store, steady.take_writes())
+
+    every = rng.randrange(2, 8)
+    crashes = sorted(rng.sample(range(1, len(batches)), min(3, len(batches) - 1)))
+    stage = CoverageStage(spots, CoverageSettings(), 2)
+    store: dict[bytes, bytes] = {}
+    got: list[tuple[str, str, int]] = []
+    since_flush: list[tuple[str, str, int]] = []
+    committed = 0  # the next batch to read after a restart
+    number = 0
+    while number < len(batches):
+        if crashes and number == crashes[0]:
+            crashes.pop(0)
+            stage = CoverageStage(spots, CoverageSettings(), 2)
+            since_flush = []  # fired but not acked: fired again after the restart
+            number = committed
+            continue
+        out = stage.process(batches[number], store, None, range(2))
+        since_flush += [(a.alert_id, a.type, a.ts_ms) for a in out.decided]
+        number += 1
+        if number % every == 0 or number == len(batches):
+            apply_writes(store, stage.take_writes())
+            got += since_flush
+            since_flush = []
+            committed = number
+    assert got == want
+    assert {t for _, t, _ in want} >= {"met"}
+    assert pending_of(stage) == pending_of(steady)
+    # What a restart reads from either store, on the same clock, is the same. (The live
+    # ledgers may differ in what they have pruned: a ledger looks at its window instances only
+    # when it must decide, and every restored one does at its first clock.)
+    end = T0 + 600 * MIN
+    from_store = CoverageStage(spots, CoverageSettings(), 2)
+    from_steady_store = CoverageStage(spots, CoverageSettings(), 2)
+    for hotspot_id in steady.ledgers:
+        restored = from_store.ledger(hotspot_id, store)
+        steady_restored = from_steady_store.ledger(hotspot_id, steady_store)
+        assert restored.advance(end) == steady_restored.advance(end)
+        assert restored.to_dict() == steady_restored.to_dict()

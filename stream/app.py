@@ -38,6 +38,7 @@ from stream.intake import (
     bulk_consumer_class,
     hold,
     hold_messages,
+    read_in_bulk,
     release,
     track,
 )
@@ -58,7 +59,7 @@ HELD_BY_STAGE = b""
 
 
 def batch_records(batches: Iterable[Batch]) -> list[Consumed]:
-    """The intake's batches' records, in order: aiokafka's own, read as they are."""
+    """The intake's batches' records, in order (``Record``s read off the fetched batches)."""
     return [record for batch in batches for record in batch.records]
 
 
@@ -208,6 +209,7 @@ class Processor:
         self.intake = app.intake = Intake(
             {s.topics.pings, plan.rekeyed}, max_buffered=4 * s.batch_size
         )
+        read_in_bulk(self.intake.topics)
         app.before_handover = self.flush_states
         app.flow_control.manage_queue(self.intake)  # type: ignore[arg-type]
         app.topics.add(self.source)

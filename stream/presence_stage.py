@@ -37,8 +37,10 @@ from stream.deadlines import DeadlineWheel
 
 
 class Record(NamedTuple):
-    """One consumed Kafka record: the fields of aiokafka's ``ConsumerRecord`` the stages read,
-    so the worker hands fetched records over as they are (see :class:`Consumed`)."""
+    """One consumed Kafka record: the fields of aiokafka's ``ConsumerRecord`` the stages read.
+    The worker's consumer makes these of the pings topics' fetched batches directly
+    (``stream.intake.read_in_bulk``); the coverage stage reads Faust's records as they are
+    (see :class:`Consumed`)."""
 
     topic: str
     partition: int

@@ -18,7 +18,7 @@ from geofences.projection import metres_per_degree
 from geofences.timefmt import format_ms, parse_rfc3339_ms
 from stream.broker import EmbeddedBroker
 from stream.webhooks import verify
-from tests.stream.harness import Worker, consume, ping_messages, produce, values
+from tests.stream.harness import Worker, committed, consume, ping_messages, produce, values
 
 pytestmark = pytest.mark.integration
 
@@ -150,6 +150,35 @@ def test_met_at_risk_then_saved_and_gap(broker: EmbeddedBroker, tmp_path: Path) 
         ("HS-C", "gap"): (format_ms(at("15:01") + 1), 0),
     }
     assert all(a["required_minutes"] == 20 for a in alerts)
+
+
+def test_records_are_committed_only_once_what_they_changed_is_flushed(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """With a flush an hour apart, nothing the worker read is committed while it runs, though
+    its alerts are out (Faust commits every 2.8 s); a clean stop flushes the unit states and the
+    ledgers, then commits every pings and visit-update record read."""
+    worker = Worker(
+        broker.url,
+        geofences=hotspot_file(tmp_path, [WINDOW]),
+        extra_env={"HOTSPOT_STATE_FLUSH_S": "3600"},
+    ).start()
+    visit_updates = f"{worker.app_id}-visit-updates"
+    day = scripted_day()
+    half = next(i for i, p in enumerate(day) if p["ts"] >= format_ms(at("14:40")))
+    try:
+        produce(broker.bootstrap, "pings", ping_messages(day[:half]))
+        assert len(consume(broker.bootstrap, "coverage-alerts", 3, settle_s=3)) == 3
+        time.sleep(3.5)
+        assert committed(broker.bootstrap, worker.app_id, "pings") == {}
+        assert committed(broker.bootstrap, worker.app_id, visit_updates) == {}
+    finally:
+        assert worker.stop() == 0
+    assert sum(committed(broker.bootstrap, worker.app_id, "pings").values()) == half
+    read: dict[int, int] = {}
+    for record in consume(broker.bootstrap, visit_updates, 1, settle_s=2):
+        read[record.partition] = max(read.get(record.partition, 0), record.offset + 1)
+    assert committed(broker.bootstrap, worker.app_id, visit_updates) == read
 
 
 def test_gap_alert_when_every_tracker_is_silent(broker: EmbeddedBroker, tmp_path: Path) -> None:

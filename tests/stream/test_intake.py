@@ -1,17 +1,25 @@
-"""The bulk intake (stream/intake.py): its queue, and its acks against Faust's own offset
-bookkeeping (a real Faust consumer, no broker needed: nothing here connects)."""
+"""The bulk intake (stream/intake.py): its queue, its acks against Faust's own offset
+bookkeeping (a real Faust consumer, no broker needed: nothing here connects), and its bulk read
+of fetched record batches against aiokafka's own."""
 
 from __future__ import annotations
 
 import asyncio
+import struct
 from typing import Any
 
 import faust
 import pytest
+from aiokafka.consumer import fetcher
+from aiokafka.consumer.fetcher import PartitionRecords
+from aiokafka.errors import CorruptRecordException
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.record.util import calc_crc32c
 from faust.types import TP
 
 from stream.app import HotspotApp
-from stream.intake import Batch, Intake, ack, track
+from stream.intake import Batch, Intake, ack, drain, read_in_bulk, track
 from stream.presence_stage import Record
 
 TP0 = TP("pings", 0)
@@ -162,3 +170,107 @@ def test_a_fetch_the_flow_stopped_before_it_was_handed_over_is_read_again() -> N
     assert stopped == {TP0, tp1}
     assert seeks == ["committed", ("beginning", {tp1})]
     assert consumer._read_offset[tp1] is None
+
+
+def record_batch(
+    base_offset: int, count: int, compression: int = 0, control: bool = False
+) -> bytes:
+    """One record batch as a broker stores it: offsets ``base_offset`` on, keys and values
+    naming them; a ``control`` batch (a transaction marker) has the control attribute set."""
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=compression,
+        is_transactional=control,
+        producer_id=7 if control else -1,
+        producer_epoch=0 if control else -1,
+        base_sequence=-1,
+        batch_size=1 << 20,
+    )
+    for delta in range(count):
+        offset = base_offset + delta
+        builder.append(
+            delta, 1_700_000_000_000 + offset, f"U{offset}".encode(), f"v{offset}".encode(), []
+        )
+    raw = bytearray(builder.build())
+    raw[0:8] = struct.pack(">q", base_offset)
+    if control:
+        raw[21:23] = struct.pack(">h", struct.unpack(">h", raw[21:23])[0] | 0x20)
+        raw[17:21] = struct.pack(">I", calc_crc32c(bytes(raw[21:])))
+    return bytes(raw)
+
+
+def partition_records(raw: bytes, fetch_offset: int, tp: TP = TP0) -> PartitionRecords:
+    return PartitionRecords(
+        tp, MemoryRecords(raw), [], fetch_offset, None, None, True, fetcher.READ_UNCOMMITTED
+    )
+
+
+FETCHED = (
+    record_batch(10, 5),
+    record_batch(15, 1, control=True),
+    record_batch(16, 40, compression=1),  # gzip
+    record_batch(56, 3),
+)
+
+
+# A fetch from offset N returns the batches from the one holding N on.
+@pytest.mark.parametrize(
+    ("fetched", "fetch_offset"),
+    [(FETCHED, 10), (FETCHED, 12), (FETCHED, 14), (FETCHED[-2:], 16), (FETCHED[-2:], 30)],
+)
+def test_a_drained_fetch_is_what_aiokafka_iterates(
+    fetched: tuple[bytes, ...], fetch_offset: int
+) -> None:
+    """The bulk read gives the records aiokafka's own iteration gives, control batches and
+    records before the fetch offset left out, and moves the fetch offset as far."""
+    own = partition_records(b"".join(fetched), fetch_offset)
+    bulk = partition_records(b"".join(fetched), fetch_offset)
+    want = [Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp) for r in own]
+    assert drain(bulk) == want
+    assert [r.offset for r in want] == [o for o in range(fetch_offset, 59) if o != 15]
+    assert [r.value for r in want] == [f"v{r.offset}".encode() for r in want]
+    assert bulk.next_fetch_offset == own.next_fetch_offset == 59
+
+
+def test_a_corrupt_batch_is_refused_as_aiokafka_refuses_it() -> None:
+    raw = bytearray(b"".join(FETCHED))
+    raw[-1] ^= 0xFF
+    with pytest.raises(CorruptRecordException):
+        list(partition_records(bytes(raw), 10))
+    with pytest.raises(CorruptRecordException):
+        drain(partition_records(bytes(raw), 10))
+
+
+def test_only_the_intake_topics_are_read_in_bulk() -> None:
+    """``FetchResult.getall``: Records for the intake's topics; aiokafka's ``ConsumerRecord``s
+    for any other topic (Faust's agents, changelog recovery) and under a ``max_records``."""
+    read_in_bulk({"pings"})
+
+    class Assignment:
+        active = True
+
+        def state_value(self, tp: TP) -> Any:
+            return self
+
+        paused = False
+        position = 12
+
+        def consumed_to(self, offset: int) -> None:
+            self.position = offset
+
+    def fetched(topic: str) -> Any:
+        tp = TP(topic, 0)
+        return fetcher.FetchResult(
+            tp,
+            assignment=Assignment(),
+            partition_records=partition_records(b"".join(FETCHED), 12, tp),
+            backoff=0,
+        )
+
+    bulk = fetched("pings")
+    records = bulk.getall()
+    assert [type(r) for r in records] == [Record] * 46
+    assert not bulk.has_more()
+    assert bulk._assignment.position == 59
+    assert {type(r).__name__ for r in fetched("visit-updates").getall()} == {"ConsumerRecord"}
+    assert {type(r).__name__ for r in fetched("pings").getall(10)} == {"ConsumerRecord"}

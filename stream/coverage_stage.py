@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -32,6 +33,10 @@ _partitioner = DefaultPartitioner()
 _ts_of = itemgetter(3)
 
 
+def _in_ts_order(messages: Sequence[list[Any]]) -> bool:
+    return all(a[3] <= b[3] for a, b in itertools.pairwise(messages))
+
+
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition the producer's default partitioner (murmur2, as Kafka's) picks for ``key``."""
     every = list(range(partitions))
@@ -41,17 +46,34 @@ def partition_for(key: bytes, partitions: int) -> int:
 def update_messages(
     updates: Sequence[VisitUpdate], partition_of: Mapping[str, int]
 ) -> list[tuple[int, bytes]]:
-    """A batch's visit updates as one message per coverage partition, each keeping the updates'
-    order: ``["updates", [[hotspot_id, kind, unit_id, unit_type, ts_ms, enter_ms], ...]]``.
+    """A batch's visit updates as one message per coverage partition, grouped by hot spot,
+    each hot spot's keeping their order:
+    ``["visits", {hotspot_id: [[kind, unit_id, unit_type, ts_ms, enter_ms], ...], ...}]``.
 
     One Faust event per partition and batch instead of one per update: the coverage agent's cost
-    is per event, and a batch of pings inside hot spots makes almost as many updates as pings."""
-    grouped: dict[int, list[list[Any]]] = {}
+    is per event, and a batch of pings inside hot spots makes almost as many updates as pings.
+    Grouped, since a hot spot's ledger takes its updates together, and only a hot spot's own
+    updates need an order."""
+    grouped: dict[int, dict[str, list[tuple[str, str, str, int, int]]]] = {}
     for u in updates:
-        grouped.setdefault(partition_of[u.hotspot_id], []).append(
-            [u.hotspot_id, u.kind, u.unit_id, u.unit_type, u.ts_ms, u.enter_ms]
-        )
-    return [(p, orjson.dumps(["updates", entries])) for p, entries in sorted(grouped.items())]
+        hotspot_id = u.hotspot_id
+        spots = grouped.get(partition_of[hotspot_id])
+        if spots is None:
+            spots = grouped[partition_of[hotspot_id]] = {}
+        entries = spots.get(hotspot_id)
+        if entries is None:
+            entries = spots[hotspot_id] = []
+        entries.append((u.kind, u.unit_id, u.unit_type, u.ts_ms, u.enter_ms))
+    return [(p, orjson.dumps(["visits", spots])) for p, spots in sorted(grouped.items())]
+
+
+def grouped_updates(entries: Sequence[list[Any]]) -> dict[str, list[list[Any]]]:
+    """Updates as written before they were grouped (``["updates", [[hotspot_id, kind, unit_id,
+    unit_type, ts_ms, enter_ms], ...]]``, still in the topic after an upgrade), grouped."""
+    grouped: dict[str, list[list[Any]]] = {}
+    for hotspot_id, *update in entries:
+        grouped.setdefault(hotspot_id, []).append(update)
+    return grouped
 
 
 def clock_message(parts: dict[str, int], first_ms: int | None) -> bytes:
@@ -141,9 +163,8 @@ class CoverageStage:
             snapshot = orjson.loads(raw)
             assigned = tuple(parse_window(w, "stored assignment") for w in snapshot["assigned"])
             if "pending" in snapshot:  # a header as written before pending chunks
-                for update in snapshot["pending"]:
-                    pending.append(update)
-                    log.add(hotspot_id, update)
+                pending += snapshot["pending"]
+                log.add(hotspot_id, snapshot["pending"])
                 self._rewrite.add(hotspot_id)
             else:
                 self._written_assigned[hotspot_id] = assigned
@@ -381,11 +402,12 @@ class CoverageStage:
                         parts[part] = ts_ms
                         clock_moved.add(record.partition)
                 continue
-            if kind == "updates":
-                for hotspot_id, *update in message[1]:
-                    self._take(hotspot_id, update, store, live_now_ms, touched)
+            if kind == "visits" or kind == "updates":
+                by_spot = message[1] if kind == "visits" else grouped_updates(message[1])
+                for hotspot_id, updates in by_spot.items():
+                    self._take(hotspot_id, updates, store, live_now_ms, touched)
                 continue
-            self._take((record.key or b"").decode(), message, store, live_now_ms, touched)
+            self._take((record.key or b"").decode(), [message], store, live_now_ms, touched)
 
         if live_now_ms is not None:
             for hotspot_id in sorted(touched):
@@ -449,30 +471,33 @@ class CoverageStage:
     def _take(
         self,
         hotspot_id: str,
-        message: list[Any],
+        messages: list[list[Any]],
         store: Mapping[bytes, bytes],
         live_now_ms: int | None,
         touched: set[str],
     ) -> None:
-        """One update (``[kind, unit_id, unit_type, ts_ms, enter_ms]``) or assignment for a
-        hot spot: applied now (live), or kept until the watermark passes it (event)."""
+        """A hot spot's updates (``[kind, unit_id, unit_type, ts_ms, enter_ms]``, in order) or
+        an assignment: applied now (live), or kept until the watermark passes them (event)."""
         if hotspot_id not in self.file_windows:
             return
         ledger = self.ledger(hotspot_id, store)
         touched.add(hotspot_id)
-        if message[0] == "assign":
-            window = parse_window(message[1], "assignment")
-            self.assigned[hotspot_id] = add_window(self.assigned[hotspot_id], window)
+        if messages[0][0] == "assign":
+            for message in messages:
+                window = parse_window(message[1], "assignment")
+                self.assigned[hotspot_id] = add_window(self.assigned[hotspot_id], window)
             ledger.set_windows(self._windows(hotspot_id, self.assigned[hotspot_id]))
         elif live_now_ms is None:
             pending = self.pending[hotspot_id]
-            if pending and message[3] < pending[-1][3]:
-                bisect.insort_right(pending, message, key=_ts_of)
+            if (pending and messages[0][3] < pending[-1][3]) or not _in_ts_order(messages):
+                for message in messages:
+                    bisect.insort_right(pending, message, key=_ts_of)
             else:
-                pending.append(message)
-            self._logs[self.partition_of[hotspot_id]].add(hotspot_id, message)
+                pending.extend(messages)
+            self._logs[self.partition_of[hotspot_id]].add(hotspot_id, messages)
         else:
-            self._apply(ledger, message)
+            for message in messages:
+                self._apply(ledger, message)
 
     def route_assignments(self, records: Sequence[Consumed]) -> tuple[list[Message], list[Message]]:
         """Validate ``assignments`` records: (re-keyed internal messages, dead letters)."""

@@ -85,10 +85,12 @@ class PendingLog:
                 if self.written_ms is None or _entry_ts(entry) > self.written_ms:
                     self.restored.setdefault(entry[0], []).append(entry[1:])
         self._next_seq = self._chunks[-1].seq + 1 if self._chunks else 0
-        self._fresh: list[list[Any]] = []
+        #: updates added since the last write, by hot spot, as added
+        self._fresh: list[tuple[str, list[Update]]] = []
 
-    def add(self, hotspot_id: str, update: Update) -> None:
-        self._fresh.append([hotspot_id, *update])
+    def add(self, hotspot_id: str, updates: list[Update]) -> None:
+        """A hot spot's updates, in arrival order (the list is kept as it is: not changed after)."""
+        self._fresh.append((hotspot_id, updates))
 
     def changes(self, watermark_ms: int | None) -> list[tuple[bytes, bytes | None]]:
         """After a batch, with the partition's watermark then: the table writes (``None``:
@@ -96,7 +98,12 @@ class PendingLog:
         and still after the watermark go into a new chunk with the watermark, written whenever
         there are any or when the watermark has taken updates of a stored chunk since; chunks
         it has taken all of are reused or deleted."""
-        fresh = [e for e in self._fresh if watermark_ms is None or _entry_ts(e) > watermark_ms]
+        fresh = [
+            [hotspot_id, *update]
+            for hotspot_id, updates in self._fresh
+            for update in updates
+            if watermark_ms is None or update[3] > watermark_ms
+        ]
         self._fresh = []
         if not fresh and not self._taken_since_written(watermark_ms):
             return []

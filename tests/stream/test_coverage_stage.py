@@ -37,19 +37,65 @@ def updates() -> list[VisitUpdate]:
     return result
 
 
-def test_one_message_per_partition_keeping_each_partitions_order() -> None:
+def test_one_message_per_partition_keeping_each_hotspots_order() -> None:
     stage = CoverageStage(collection(6), CoverageSettings(), 4)
     messages = update_messages(updates(), stage.partition_of)
     assert [p for p, _ in messages] == sorted({stage.partition_of[u.hotspot_id] for u in updates()})
     for partition, raw in messages:
-        kind, entries = orjson.loads(raw)
-        assert kind == "updates"
-        expected = [
-            [u.hotspot_id, u.kind, u.unit_id, u.unit_type, u.ts_ms, u.enter_ms]
-            for u in updates()
-            if stage.partition_of[u.hotspot_id] == partition
-        ]
-        assert entries == expected
+        kind, by_spot = orjson.loads(raw)
+        assert kind == "visits"
+        expected: dict[str, list[list[Any]]] = {}
+        for u in updates():
+            if stage.partition_of[u.hotspot_id] == partition:
+                expected.setdefault(u.hotspot_id, []).append(
+                    [u.kind, u.unit_id, u.unit_type, u.ts_ms, u.enter_ms]
+                )
+        assert by_spot == expected
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_grouped_old_and_single_updates_decide_the_same(seed: int) -> None:
+    """Event clock, batches out of ts order (a presence batch holds several pings partitions'
+    pings): grouped messages, records of the old ``["updates", [[hotspot_id, kind, ...], ...]]``
+    shape (left in the topic by a worker before the upgrade) and one record per update give
+    the same alerts and store."""
+    rng = random.Random(seed)
+    spots = spots_with((Window(DAILY, time(14), time(15), 10.0),), 6)
+    shapes = ("grouped", "old", "single")
+    stages = {name: CoverageStage(spots, CoverageSettings(), 2) for name in shapes}
+    got: dict[str, list[Any]] = {name: [] for name in shapes}
+    stores: dict[str, dict[bytes, bytes]] = {name: {} for name in shapes}
+    for number, batch in enumerate(random_day(rng, 6)):
+        rng.shuffle(batch)
+        parts = {"pings:0": max(u.ts_ms for u in batch) - rng.choice([0, 3 * MIN])}
+        records = event_records(stages["grouped"], batch, parts, T0 - 30 * MIN, number)
+        clocks = [r for r in records if orjson.loads(r.value)[0] == "clock"]
+        given = {
+            "grouped": records,
+            "old": [
+                r._replace(value=orjson.dumps(["updates", old_shape(r.value)]))
+                for r in records
+                if r not in clocks
+            ]
+            + clocks,
+            "single": [
+                Record("visits", 0, number, u.hotspot_id.encode(), u.encode()) for u in batch
+            ]
+            + clocks,
+        }
+        for name, stage in stages.items():
+            out = stage.process(given[name], stores[name], None, range(2))
+            apply_writes(stores[name], stage.take_writes())
+            got[name] += [(a.alert_id, a.type, a.ts_ms) for a in out.decided]
+    assert got["grouped"] == got["old"] == got["single"]
+    assert {t for _, t, _ in got["single"]} >= {"met"}
+    assert stores["grouped"] == stores["old"] == stores["single"]
+
+
+def old_shape(raw: bytes | None) -> list[list[Any]]:
+    """A grouped message's updates in arrival order per hot spot, as the old shape had them."""
+    _, by_spot = orjson.loads(raw or b"null")
+    return [[hotspot_id, *u] for hotspot_id, updates in by_spot.items() for u in updates]
 
 
 def test_batched_and_single_messages_decide_the_same_alerts() -> None:

@@ -43,7 +43,7 @@ def test_a_restore_gives_what_was_pending_at_the_last_batch(ops: list[Any], cloc
         if op == "add":
             hotspot_id, ts_ms = value
             update = ["inside", f"U{number}", "police", ts_ms, 0]
-            log.add(hotspot_id, update)
+            log.add(hotspot_id, [update])
             pending.append((hotspot_id, update))
         elif op == "batch":
             if watermark is not None:
@@ -82,16 +82,16 @@ def by_hotspot(entries: list[tuple[str, list[Any]]]) -> dict[str, list[list[Any]
 
 def test_a_used_up_chunk_gives_its_key_to_the_next_or_is_deleted() -> None:
     log = PendingLog(PARTITION)
-    log.add("HS-01", ["enter", "U1", "police", 10, 10])
-    log.add("HS-01", ["inside", "U1", "police", 20, 10])
+    log.add("HS-01", [["enter", "U1", "police", 10, 10]])
+    log.add("HS-01", [["inside", "U1", "police", 20, 10]])
     assert [key for key, _ in log.changes(5)] == [pending_key(PARTITION, 0)]
-    log.add("HS-02", ["enter", "U2", "police", 30, 30])
+    log.add("HS-02", [["enter", "U2", "police", 30, 30]])
     # the first chunk partly applied: a second chunk, with the watermark
     assert [(key, raw is None) for key, raw in log.changes(15)] == [
         (pending_key(PARTITION, 1), False)
     ]
     # the first chunk used up: its key goes to the next chunk
-    log.add("HS-02", ["inside", "U2", "police", 40, 30])
+    log.add("HS-02", [["inside", "U2", "police", 40, 30]])
     assert [(key, raw is None) for key, raw in log.changes(25)] == [
         (pending_key(PARTITION, 0), False)
     ]

@@ -312,8 +312,12 @@ def observe(
     still_inside: list[str] = []
     for visit in visits:
         hotspot_id = visit.hotspot_id
-        if hotspot_id in inside:
-            kept.append(Visit(hotspot_id, visit.enter_ms, visit.unit_type, ts_ms))
+        if hotspot_id in inside:  # the common case: built as a plain tuple is (see Ping)
+            kept.append(
+                tuple.__new__(
+                    Visit, (hotspot_id, visit.enter_ms, visit.unit_type, ts_ms, None, 0.0, 0.0)
+                )
+            )
             still_inside.append(hotspot_id)
             continue
         if visit.streak_ms is None:
@@ -355,7 +359,7 @@ def observe(
         if len(kept) > 1:
             kept.sort(key=_visit_hotspot)
     new = UnitState(unit_type, ts_ms, ping.lat, ping.lon, tuple(kept))
-    return Observation(Outcome.USABLE, new, tuple(events), tuple(still_inside))
+    return tuple.__new__(Observation, (Outcome.USABLE, new, tuple(events), tuple(still_inside)))
 
 
 def signal_deadline_ms(state: UnitState, settings: PresenceSettings) -> int | None:

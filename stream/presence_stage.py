@@ -454,13 +454,16 @@ class PresenceStage:
                 for visit in result.state.visits:
                     if visit.hotspot_id in result.still_inside:
                         out.add_update(
-                            VisitUpdate(
-                                "inside",
-                                visit.hotspot_id,
-                                ping.unit_id,
-                                visit.unit_type,
-                                ping.ts_ms,
-                                visit.enter_ms,
+                            tuple.__new__(
+                                VisitUpdate,
+                                (
+                                    "inside",
+                                    visit.hotspot_id,
+                                    ping.unit_id,
+                                    visit.unit_type,
+                                    ping.ts_ms,
+                                    visit.enter_ms,
+                                ),
                             )
                         )
         return out

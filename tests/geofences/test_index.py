@@ -269,6 +269,47 @@ def test_distance_outside_is_distance_for_points_found_outside(dx: float, dy: fl
         assert index.distance_outside_m(lon, lat, "S") == index.distance_m(lon, lat, "S")
 
 
+@st.composite
+def star_polygons(draw: Any) -> Any:
+    """A star-shaped polygon of 3 to 40 vertices around (-1.13, 52.6), up to ~300 m across, and
+    sometimes a square hole at its centre."""
+    n = draw(st.integers(3, 40))
+    radii = draw(st.lists(st.floats(0.5, 1.0), min_size=n, max_size=n))
+    size = draw(st.floats(0.0002, 0.002))
+    lon0, lat0 = -1.13, 52.6
+    shell = [
+        (
+            lon0 + size * r * math.cos(2 * math.pi * k / n),
+            lat0 + size * r * math.sin(2 * math.pi * k / n),
+        )
+        for k, r in enumerate(radii)
+    ]
+    holes = []
+    if draw(st.booleans()):
+        h = size / 5
+        holes.append(
+            [(lon0 - h, lat0 - h), (lon0 + h, lat0 - h), (lon0 + h, lat0 + h), (lon0 - h, lat0 + h)]
+        )
+    return shapely.Polygon(shell, holes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(star_polygons(), st.floats(-2.5, 2.5), st.floats(-2.5, 2.5))
+def test_distance_outside_is_geos_distance_to_the_float(polygon: Any, fx: float, fy: float) -> None:
+    """Computed from the edges in Python for small hot spots (GEOS's own point-to-segment
+    arithmetic) and by GEOS for large ones: either way the float GEOS gives."""
+    index = HotSpotIndex([HotSpot("S", "S", polygon, ())])
+    xmin, ymin, xmax, ymax = polygon.bounds
+    lon = (xmin + xmax) / 2 + fx * (xmax - xmin)
+    lat = (ymin + ymax) / 2 + fy * (ymax - ymin)
+    if "S" in index.containing(lon, lat):
+        return
+    projection = LocalProjection.centred_on(polygon)
+    projected = projection.project_geometry(polygon)
+    expected = shapely.distance(projected, shapely.Point(*projection.point_to_metres(lon, lat)))
+    assert index.distance_outside_m(lon, lat, "S") == float(expected)
+
+
 def test_projection() -> None:
     kx, ky = metres_per_degree(0.0)
     assert kx == pytest.approx(111_319.49, abs=0.01)

@@ -683,27 +683,31 @@ def ping_batches(load: Load, partitions: int = 8, size: int = 2000) -> list[list
     return [records[i : i + size] for i in range(0, len(records), size)]
 
 
+#: ``gc.get_threshold()`` of a fresh interpreter
+PYTHON_GC_THRESHOLDS = (700, 10, 10)
+
+
 @contextlib.contextmanager
-def _young_threshold(young: int) -> Iterator[None]:
-    """The collector's young generation collected every ``young`` allocations meanwhile."""
+def _gc_thresholds(thresholds: tuple[int, int, int]) -> Iterator[None]:
+    """The collector's thresholds (``gc.set_threshold``) set to ``thresholds`` meanwhile."""
     import gc
 
     saved = gc.get_threshold()
     gc.collect()
-    gc.set_threshold(young, 10, 10)
+    gc.set_threshold(*thresholds)
     try:
         yield
     finally:
         gc.set_threshold(*saved)
 
 
-def stage_pings_per_s(load: Load, young_threshold: int) -> float:
-    """The presence stage alone, in process, in batches of 2,000, with the collector's young
-    generation collected every ``young_threshold`` allocations (the worker's or Python's)."""
+def stage_pings_per_s(load: Load, gc_thresholds: tuple[int, int, int]) -> float:
+    """The presence stage alone, in process, in batches of 2,000, with the collector's
+    thresholds ``gc_thresholds`` (the worker's or Python's)."""
     stage = PresenceStage(HotSpotIndex(load.collection.hotspots), PresenceSettings(), "pings")
     table: dict[bytes, bytes] = {}
     batches = ping_batches(load)
-    with _young_threshold(young_threshold):
+    with _gc_thresholds(gc_thresholds):
         started = time.perf_counter()
         for batch in batches:
             stage.process(batch, table.get)
@@ -711,7 +715,7 @@ def stage_pings_per_s(load: Load, young_threshold: int) -> float:
         return len(load.messages) / (time.perf_counter() - started)
 
 
-def coverage_pings_per_s(load: Load, young_threshold: int) -> tuple[float, float]:
+def coverage_pings_per_s(load: Load, gc_thresholds: tuple[int, int, int]) -> tuple[float, float]:
     """The coverage stage alone, in process, on the event clock: fed, batch by batch, the visit
     updates and clock records the presence stage makes of the load in batches of 2,000 (made
     beforehand, untimed). The first batch, which builds and primes every ledger (as the worker
@@ -743,7 +747,7 @@ def coverage_pings_per_s(load: Load, young_threshold: int) -> tuple[float, float
                 store[key] = value
 
     run(batches[0][0])
-    with _young_threshold(young_threshold):
+    with _gc_thresholds(gc_thresholds):
         started = time.perf_counter()
         for records, _, _ in batches[1:]:
             run(records)
@@ -893,20 +897,20 @@ def run_bench(args: argparse.Namespace) -> int:
         )
 
     if "stage" not in skip:
-        from stream.app import GC_YOUNG_THRESHOLD
+        from stream.app import GC_THRESHOLDS
 
-        tuned = stage_pings_per_s(load, GC_YOUNG_THRESHOLD)
-        default = stage_pings_per_s(load, 700)
+        tuned = stage_pings_per_s(load, GC_THRESHOLDS)
+        default = stage_pings_per_s(load, PYTHON_GC_THRESHOLDS)
         note(
             Row(
                 "presence stage alone, in process, batches of 2,000",
-                f"{_fmt(tuned)} pings/s; with Python's default GC threshold "
+                f"{_fmt(tuned)} pings/s; with Python's default GC thresholds "
                 f"{_fmt(default)}: {tuned / default:.2f}×",
                 "(where the worker's time goes)",
                 "",
             )
         )
-        pings_rate, updates_rate = coverage_pings_per_s(load, GC_YOUNG_THRESHOLD)
+        pings_rate, updates_rate = coverage_pings_per_s(load, GC_THRESHOLDS)
         note(
             Row(
                 "coverage stage alone, in process, fed the presence stage's visit updates",

@@ -241,18 +241,21 @@ def random_day(rng: random.Random, spots: int) -> list[list[VisitUpdate]]:
     return batches
 
 
+#: a plain window, one with a minimum visit, one for outreach workers only
+THREE_WINDOWS = (
+    Window(DAILY, time(14), time(15), 10.0),
+    Window(DAILY, time(14, 30), time(16), 25.0, min_visit_minutes=2),
+    Window(DAILY, time(15, 10), time(15, 25), 4.0, unit_types=frozenset({"outreach"})),
+)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_visiting_only_due_hotspots_decides_exactly_the_same(seed: int) -> None:
     """Event clock: catching up only the hot spots whose wake time the watermark passed (and
     those with updates) fires the same alerts, at the same times, and stores the same, as
     catching up every hot spot after every clock step."""
     rng = random.Random(seed)
-    windows = (
-        Window(DAILY, time(14), time(15), 10.0),
-        Window(DAILY, time(14, 30), time(16), 25.0, min_visit_minutes=2),
-        Window(DAILY, time(15, 10), time(15, 25), 4.0, unit_types=frozenset({"outreach"})),
-    )
-    spots = spots_with(windows, 10)
+    spots = spots_with(THREE_WINDOWS, 10)
     lazy = CoverageStage(spots, CoverageSettings(), 4)
     eager = EveryHotspotEachTime(spots, CoverageSettings(), 4)
     lazy_store: dict[bytes, bytes] = {}
@@ -379,15 +382,11 @@ def test_a_stage_that_flushes_every_few_batches_loses_nothing_in_a_crash(seed: i
     """Event clock, the worker's flushes: writes are taken every few batches only, and the
     batches processed since are acked only then. A stage that crashes between flushes is
     restored from the store as of the last flush and read on from the batch after it (the
-    committed offset): it fires exactly the alerts, at the same times, and ends with exactly
-    the ledgers and the store, of a stage that never stopped and wrote after every batch."""
+    committed offset): it fires exactly the alerts, at the same times, of a stage that never
+    stopped and wrote after every batch, keeps the same pending updates, and what a restart
+    reads from its store is what it reads from that stage's."""
     rng = random.Random(seed)
-    windows = (
-        Window(DAILY, time(14), time(15), 10.0),
-        Window(DAILY, time(14, 30), time(16), 25.0, min_visit_minutes=2),
-        Window(DAILY, time(15, 10), time(15, 25), 4.0, unit_types=frozenset({"outreach"})),
-    )
-    spots = spots_with(windows, 6)
+    spots = spots_with(THREE_WINDOWS, 6)
     first = T0 - 30 * MIN
     shape = CoverageStage(spots, CoverageSettings(), 2)
     batches = []

@@ -10,13 +10,13 @@ changelog, more than the pings themselves. Per-hot-spot chunks, each written onc
 when the watermark took part of it, cut the bytes to 49 MB but made 762,000 records, and were
 slower: a record costs more than its bytes (README: Performance).
 
-So each coverage partition keeps a log. After a batch, the partition's updates that are still
-pending and not yet written go into one chunk, stored with the partition's watermark at that
-moment: every update at or before it has been applied, since the stage's watermark never goes
-back and after each batch every hot spot with an update at or before it has been caught up. A
-restore takes the updates after the watermark of the latest chunk. A chunk whose updates are all
-applied gives its key to the next chunk, or is deleted. That is at most a record or two per
-partition and batch.
+So each coverage partition keeps a log. When the stage's writes are taken (at the worker's
+flush, between batches), the partition's updates that are still pending and not yet written go
+into one chunk, stored with the partition's watermark at that moment: every update at or before
+it has been applied, since the stage's watermark never goes back and after each batch every hot
+spot with an update at or before it has been caught up. A restore takes the updates after the
+watermark of the latest chunk. A chunk whose updates are all applied gives its key to the next
+chunk, or is deleted. That is at most a record or two per partition and flush.
 
 A chunk is stored as ``[seq, watermark_ms or null, [[hotspot_id, kind, unit_id, unit_type,
 ts_ms, enter_ms], ...]]`` under :func:`pending_key`; ``seq`` orders the chunks by arrival.
@@ -93,7 +93,7 @@ class PendingLog:
         self._fresh.append((hotspot_id, updates))
 
     def changes(self, watermark_ms: int | None) -> list[tuple[bytes, bytes | None]]:
-        """After a batch, with the partition's watermark then: the table writes (``None``:
+        """Between batches, with the partition's watermark then: the table writes (``None``:
         delete) that store what changed, if anything did. The updates added since the last call
         and still after the watermark go into a new chunk with the watermark, written whenever
         there are any or when the watermark has taken updates of a stored chunk since; chunks

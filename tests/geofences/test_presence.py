@@ -26,6 +26,7 @@ from geofences.hotspots import HotSpot
 from geofences.index import HotSpotIndex
 from geofences.pings import Ping
 from geofences.presence import (
+    UNKNOWN_UNIT_TYPE,
     DwellEvent,
     Event,
     ExitReason,
@@ -34,6 +35,7 @@ from geofences.presence import (
     Outcome,
     PresenceSettings,
     UnitState,
+    Visit,
     expire,
     observe,
     remove_hotspots,
@@ -189,6 +191,8 @@ def test_later_ping_inside_while_present_is_no_new_enter() -> None:
     assert result.still_inside == ("A",)
     assert result.state.visit("A").last_inside_ms == ms(10)
     assert result.state.visit("A").enter_ms == ms(0)
+    # built with tuple.__new__ (no defaults filled in): the same as the plain constructor's
+    assert result.state.visits == (Visit("A", ms(0), UNKNOWN_UNIT_TYPE, ms(10)),)
 
 
 @pytest.mark.parametrize(

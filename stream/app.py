@@ -152,6 +152,7 @@ class Processor:
         self._held: list[Batch] = []
         self._held_coverage: list[Any] = []
         self._flushed_at = time.monotonic()
+        #: held by a flush, and by the coverage agent around each of its batches
         self._flushing = asyncio.Lock()
         self.ready = False
         endpoints = endpoints_from_env()
@@ -381,13 +382,16 @@ class Processor:
         async for events in stream.take_events(s.batch_size, within=s.coverage_within_s):
             records = as_records(events)
             live_now = wall_clock_ms() if s.clock == "live" else None
-            out = self.coverage.process(
-                records, store, live_now, self._owned_partitions(self.plan.visit_updates)
-            )
-            await self.publish_coverage(out)
-            messages = [event.message for event in events]
-            hold_messages(self.app.consumer, messages)
-            self._held_coverage.extend(messages)
+            # Not during a flush: what a flush writes is then exactly what the records it acks
+            # changed, and a batch's records are held only once its alerts are sent.
+            async with self._flushing:
+                out = self.coverage.process(
+                    records, store, live_now, self._owned_partitions(self.plan.visit_updates)
+                )
+                await self.publish_coverage(out)
+                messages = [event.message for event in events]
+                hold_messages(self.app.consumer, messages)
+                self._held_coverage.extend(messages)
 
     async def _assignments_agent(self, stream: faust.StreamT[Any]) -> None:
         async for events in stream.take_events(100, within=0.2):

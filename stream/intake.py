@@ -77,13 +77,21 @@ def read_in_bulk(topics: Iterable[str]) -> None:
 
 
 def _readable_in_bulk(records: Any) -> bool:
-    return (
-        records._isolation_level == fetcher.READ_UNCOMMITTED
-        and records._key_deserializer is None
-        and records._value_deserializer is None
-        and records._records_iterator is not None
-        and inspect.getgeneratorstate(records._records_iterator) == inspect.GEN_CREATED
-    )
+    """Whether :func:`drain` can read ``records`` as aiokafka would (aiokafka 0.14's
+    ``PartitionRecords``; another version without these attributes takes its own path)."""
+    try:
+        return (
+            records._isolation_level == fetcher.READ_UNCOMMITTED
+            and records._key_deserializer is None
+            and records._value_deserializer is None
+            and records._records_iterator is not None
+            and inspect.getgeneratorstate(records._records_iterator) == inspect.GEN_CREATED
+            and hasattr(records, "_check_crcs")
+            and hasattr(records, "_tp")
+            and hasattr(records._records, "next_batch")
+        )
+    except AttributeError:
+        return False
 
 
 def drain(records: Any) -> list[Record]:

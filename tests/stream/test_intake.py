@@ -19,7 +19,7 @@ from aiokafka.record.util import calc_crc32c
 from faust.types import TP
 
 from stream.app import HotspotApp
-from stream.intake import Batch, Intake, ack, drain, read_in_bulk, track
+from stream.intake import Batch, Intake, _readable_in_bulk, ack, drain, read_in_bulk, track
 from stream.presence_stage import Record
 
 TP0 = TP("pings", 0)
@@ -274,3 +274,12 @@ def test_only_the_intake_topics_are_read_in_bulk() -> None:
     assert bulk._assignment.position == 59
     assert {type(r).__name__ for r in fetched("visit-updates").getall()} == {"ConsumerRecord"}
     assert {type(r).__name__ for r in fetched("pings").getall(10)} == {"ConsumerRecord"}
+
+
+def test_records_of_another_aiokafka_shape_are_left_to_aiokafka() -> None:
+    """A ``PartitionRecords`` without an attribute the bulk read uses is not read in bulk."""
+    records = partition_records(b"".join(FETCHED), 10)
+    assert _readable_in_bulk(records)
+    del records._check_crcs
+    assert not _readable_in_bulk(records)
+    assert not _readable_in_bulk(object())

@@ -283,6 +283,7 @@ class HotspotCoverage:
         #: needs two groups, and most hot spots hold one at a time
         self._visits_of_service: dict[int, int] = {}
         self._wake: int | None = None
+        #: covered ms by window instance, cached during one look at the rules (empty between)
         self._covered: dict[str, int] = {}
         #: visits changed (or pruned) since then: ``take_visit_changes`` looks at these only
         self._unsaved_rows: set[tuple[str, int]] = set()
@@ -398,7 +399,6 @@ class HotspotCoverage:
         """
         now = self._now
         assert now is not None
-        self._covered = {}
         self._wake = self._compute_wake(now)
         self._covered = {}
 

@@ -63,7 +63,7 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
             "--state-flush",
             "HOTSPOT_STATE_FLUSH_S",
             defaults.state_flush_s,
-            "how often changed unit states are written to the changelog",
+            "how often changed unit states and coverage ledgers are written to the changelogs",
         ),
         (
             "--coverage-within",

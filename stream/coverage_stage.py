@@ -1,11 +1,12 @@
 """The coverage stage: visit updates keyed by hot spot in, coverage alerts out.
 
 Presence is decided per unit, coverage per hot spot, so the presence stage re-keys what coverage
-needs (enter, latest inside fix, exit) by ``hotspot_id`` onto an internal topic. This stage keeps
+needs (enter, each inside fix, exit) by ``hotspot_id`` onto an internal topic. This stage keeps
 one :class:`geofences.coverage.HotspotCoverage` ledger per hot spot, persisted in a changelog
-table (what changed, at the worker's flush: :meth:`CoverageStage.take_writes`), and moves it forward with the clock: the wall clock in ``live`` mode (a timer, so alerts
-fire even when no ping arrives), or in ``event`` mode the watermark that the presence stage
-broadcasts to every partition of the internal topic after each batch.
+table (what changed, at the worker's flush: :meth:`CoverageStage.take_writes`), and moves it
+forward with the clock: the wall clock in ``live`` mode (a timer, so alerts fire even when no
+ping arrives), or in ``event`` mode the watermark that the presence stage broadcasts to every
+partition of the internal topic after each batch.
 """
 
 from __future__ import annotations

@@ -231,18 +231,12 @@ class PresenceStage:
         return signal_deadline_ms(state, self.settings)
 
     def _remember(self, unit_id: str, state: UnitState, partition: int) -> None:
-        states = self.states
-        before = states.get(unit_id)
-        moved = self.partition_of.get(unit_id) != partition
-        states[unit_id] = state
-        if moved:
-            self.partition_of[unit_id] = partition
         deadline = signal_deadline_ms(state, self.settings)
-        if deadline is None:
-            return
+        previous = None if deadline is None else self._deadline(unit_id, partition)
+        self.states[unit_id] = state
+        self.partition_of[unit_id] = partition
         # A deadline that moved later (every ping) is found when its old entry comes due.
-        previous = None if moved or before is None else signal_deadline_ms(before, self.settings)
-        if previous is None or deadline < previous:
+        if deadline is not None and (previous is None or deadline < previous):
             wheel = self._due.get(partition)
             if wheel is None:
                 wheel = self._due[partition] = DeadlineWheel()

@@ -52,11 +52,6 @@ log = logging.getLogger("hotspot")
 
 RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 
-#: The presence table's in-memory value for a unit whose state the presence stage holds: the
-#: changelog gets the encoded state, the table only this marker (the bytes beside the decoded
-#: state were about 270 B a unit). Values Faust recovers from the changelog are real bytes.
-HELD_BY_STAGE = b""
-
 
 def batch_records(batches: Iterable[Batch]) -> list[Consumed]:
     """The intake's batches' records, in order (``Record``s read off the fetched batches)."""
@@ -97,7 +92,11 @@ def as_records(events: Iterable[Any]) -> list[Record]:
     return records
 
 
-#: unit states encoded and handed to the producer at a time when flushing
+#: table writes (unit states; coverage rows, whole hot spots at a time) encoded and handed to
+#: the producer at a time when flushing: a slice's keys, values and messages are freed before
+#: the next is made. The 100,000 visit rows of the bench's memory load made at once were about
+#: 35 MB of small blocks (a key, a value and two tuples a row), which the interpreter then kept
+#: for blocks of those sizes only: its free blocks at the end went from 37-45 MB to 22-27 MB.
 FLUSH_SLICE = 5_000
 
 #: the cyclic collector's thresholds (``gc.set_threshold``; Python's are 700, 10, 10)
@@ -323,10 +322,12 @@ class Processor:
             held, self._held = self._held, []
             held_coverage, self._held_coverage = self._held_coverage, []
             outbox = outbox_of(self.app)
-            while self.stage.unwritten:  # a slice at a time: 100,000 states at once are ~30 MB
+            while self.stage.unwritten:
                 writes = self.stage.take_writes(FLUSH_SLICE)
                 await outbox.send(self._write(self.table, writes.items(), keep=False))
-            await outbox.send(self._write(self.coverage_table, self.coverage.take_writes().items()))
+            while self.coverage.unwritten:
+                writes = self.coverage.take_writes(FLUSH_SLICE)
+                await outbox.send(self._write(self.coverage_table, writes.items()))
             consumer = self.app.consumer
             for batch in held:
                 ack(consumer, batch)
@@ -446,7 +447,9 @@ class Processor:
         partition (the key's own), for the caller to send.
 
         A value of None deletes the key (a tombstone in the changelog). With ``keep`` False
-        the table keeps :data:`HELD_BY_STAGE` instead of the value.
+        the table keeps nothing in memory: the stage holds the state, and the changelog gets
+        it (the key and value beside the decoded state were about 150 B a unit; even a
+        marker value keeps the key and a dict slot, about 100 B: 10 MB at 100,000 units).
         Faust's ``table[key] = value`` takes the partition from the current event, which a
         batch or a timer does not have; each stage knows its keys' partitions, so we say it.
         """
@@ -454,10 +457,10 @@ class Processor:
         changelog = table.changelog_topic.get_topic_name()
         messages: list[Outgoing] = []
         for key, (partition, value) in writes:
-            if value is None:
+            if value is None or not keep:
                 data.pop(key, None)
             else:
-                data[key] = value if keep else HELD_BY_STAGE
+                data[key] = value
             messages.append((changelog, key, value, partition))
         return messages
 
@@ -495,16 +498,19 @@ class Processor:
         here is read from its beginning, so all of its units; one kept is read on from where
         recovery last stopped, so only states written since, which the stage may hold newer:
         each unit is then as it was last written, as after a restart). The states the stage
-        keeps are marked :data:`HELD_BY_STAGE` in the table; returns how many were adopted."""
+        adopted leave the table's memory (the stage holds them); returns how many were
+        adopted."""
         data = self.table.data
         for unit_id in self.stage.forget_partitions(set(range(self.plan.partitions)) - owned):
             data.pop(unit_id.encode(), None)
         self.stage.reset_watermark()
         recovered = [(key, raw) for key, raw in data.items() if raw]
         restored = self.stage.restore(recovered, owned)
+        partition_of = getattr(data, "_key_partition", {})  # Faust's memory store's, per key
         for key, _ in recovered:
             if key.decode() in self.stage.states:
-                data[key] = HELD_BY_STAGE
+                del data[key]
+                partition_of.pop(key, None)
         return restored
 
     async def _on_rebalance_complete(self, app: faust.App, **_: Any) -> None:

@@ -26,7 +26,7 @@ from geofences.coverage import Alert, CoverageSettings, HotspotCoverage
 from geofences.errors import InvalidAssignment
 from geofences.hotspots import HotSpotCollection, Window, parse_window
 from geofences.windows import add_window, parse_assignment, window_to_obj
-from stream.pending import PendingLog, stored_chunks
+from stream.pending import PendingLog, kept_update, stored_chunks
 from stream.presence_stage import Consumed, Message, VisitUpdate, compact_json, dead_letter
 
 _partitioner = DefaultPartitioner()
@@ -164,8 +164,9 @@ class CoverageStage:
             snapshot = orjson.loads(raw)
             assigned = tuple(parse_window(w, "stored assignment") for w in snapshot["assigned"])
             if "pending" in snapshot:  # a header as written before pending chunks
-                pending += snapshot["pending"]
-                log.add(hotspot_id, snapshot["pending"])
+                written_before = [kept_update(*update) for update in snapshot["pending"]]
+                pending += written_before
+                log.add(hotspot_id, written_before)
                 self._rewrite.add(hotspot_id)
             else:
                 self._written_assigned[hotspot_id] = assigned
@@ -233,25 +234,34 @@ class CoverageStage:
         self._unwritten.clear()
         self._pending_unwritten = False
 
-    def take_writes(self) -> dict[bytes, tuple[int, bytes | None]]:
+    def take_writes(self, most: int | None = None) -> dict[bytes, tuple[int, bytes | None]]:
         """The table writes that store what changed since the last call: table key ->
         (partition, encoded value, or None to delete). Hot spot headers and visits, each as it
         is now however many batches changed it since, and the pending updates (event mode).
+        With ``most``, whole hot spots until there are at least ``most`` writes, the pending
+        updates once no hot spot is left (:attr:`unwritten` says whether any is).
 
         The worker calls this when it flushes, and acks the records it processed before only
         once these writes are with the producer: the store then always holds the ledgers as of
         the committed offsets, and a restart reads on from there (README: Performance)."""
         out: dict[bytes, tuple[int, bytes | None]] = {}
         for hotspot_id in sorted(self._unwritten):
+            if most is not None and len(out) >= most:
+                return out
+            self._unwritten.discard(hotspot_id)
             if hotspot_id in self.ledgers:
                 self._persist(hotspot_id, out)
-        self._unwritten.clear()
         if self._pending_unwritten:
             self._pending_unwritten = False
             for partition, log in sorted(self._logs.items()):
                 for key, value in log.changes(self.watermark_ms(partition)):
                     out[key] = (partition, value)
         return out
+
+    @property
+    def unwritten(self) -> bool:
+        """Whether anything waits for :meth:`take_writes`."""
+        return bool(self._unwritten) or self._pending_unwritten
 
     def _persist(self, hotspot_id: str, out: dict[bytes, tuple[int, bytes | None]]) -> None:
         """Write what changed: the hot spot's header (clock, fired alerts, assignments) under
@@ -489,6 +499,7 @@ class CoverageStage:
                 self.assigned[hotspot_id] = add_window(self.assigned[hotspot_id], window)
             ledger.set_windows(self._windows(hotspot_id, self.assigned[hotspot_id]))
         elif live_now_ms is None:
+            messages = [kept_update(*message) for message in messages]
             pending = self.pending[hotspot_id]
             if (pending and messages[0][3] < pending[-1][3]) or not _in_ts_order(messages):
                 for message in messages:

@@ -356,6 +356,42 @@ def test_a_restart_in_event_time_with_updates_pending_decides_the_same(
     assert {k: v for k, v in store.items() if k[:1] != PENDING_KEY_PREFIX} == no_pending
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_writes_taken_in_slices_are_the_writes_taken_at_once(seed: int) -> None:
+    """The worker flushes the coverage writes a few thousand at a time, whole hot spots each,
+    the pending updates last: together they are the writes taken at once, each key once."""
+    rng = random.Random(seed)
+    spots = spots_with(THREE_WINDOWS, 6)
+    whole = CoverageStage(spots, CoverageSettings(), 2)
+    sliced = CoverageStage(spots, CoverageSettings(), 2)
+    whole_store: dict[bytes, bytes] = {}
+    sliced_store: dict[bytes, bytes] = {}
+    first = T0 - 30 * MIN
+    most = 3
+    slices_of_a_flush = []
+    for number, batch in enumerate(random_day(rng, 6)):
+        ahead = max(u.ts_ms for u in batch)
+        parts = {"pings:0": ahead, "pings:1": ahead - rng.choice([0, 3 * MIN, 20 * MIN])}
+        records = event_records(whole, batch, parts, first, number)
+        whole.process(records, whole_store, None, range(2))
+        sliced.process(records, sliced_store, None, range(2))
+        want = whole.take_writes()
+        got: dict[bytes, tuple[int, bytes | None]] = {}
+        slices = 0
+        while sliced.unwritten:
+            part = sliced.take_writes(most)
+            assert not got.keys() & part.keys(), "a key written in two slices"
+            got.update(part)
+            slices += 1
+        assert got == want
+        assert sliced.take_writes(most) == {}
+        slices_of_a_flush.append(slices)
+        apply_writes(whole_store, want)
+        apply_writes(sliced_store, got)
+    assert max(slices_of_a_flush) > 2, "no flush needed several slices"
+    assert sliced_store == whole_store
+
+
 def test_the_watermark_does_not_go_back_when_a_late_partition_reports() -> None:
     """What the stage applied stays applied: its pending log stores only what is after the
     watermark (stream/pending.py), also across a restart."""

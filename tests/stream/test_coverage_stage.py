@@ -249,17 +249,24 @@ THREE_WINDOWS = (
 )
 
 
+def side_by_side(
+    hotspots: int, partitions: int, second: type[CoverageStage] = CoverageStage
+) -> tuple[tuple[CoverageStage, dict[bytes, bytes]], tuple[CoverageStage, dict[bytes, bytes]]]:
+    """Two stages over the same hot spots (with :data:`THREE_WINDOWS`), each with its own store."""
+    spots = spots_with(THREE_WINDOWS, hotspots)
+    return (
+        (CoverageStage(spots, CoverageSettings(), partitions), {}),
+        (second(spots, CoverageSettings(), partitions), {}),
+    )
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_visiting_only_due_hotspots_decides_exactly_the_same(seed: int) -> None:
     """Event clock: catching up only the hot spots whose wake time the watermark passed (and
     those with updates) fires the same alerts, at the same times, and stores the same, as
     catching up every hot spot after every clock step."""
     rng = random.Random(seed)
-    spots = spots_with(THREE_WINDOWS, 10)
-    lazy = CoverageStage(spots, CoverageSettings(), 4)
-    eager = EveryHotspotEachTime(spots, CoverageSettings(), 4)
-    lazy_store: dict[bytes, bytes] = {}
-    eager_store: dict[bytes, bytes] = {}
+    (lazy, lazy_store), (eager, eager_store) = side_by_side(10, 4, EveryHotspotEachTime)
     got: list[tuple[str, str, int]] = []
     want: list[tuple[str, str, int]] = []
     first = T0 - 30 * MIN
@@ -361,11 +368,7 @@ def test_writes_taken_in_slices_are_the_writes_taken_at_once(seed: int) -> None:
     """The worker flushes the coverage writes a few thousand at a time, whole hot spots each,
     the pending updates last: together they are the writes taken at once, each key once."""
     rng = random.Random(seed)
-    spots = spots_with(THREE_WINDOWS, 6)
-    whole = CoverageStage(spots, CoverageSettings(), 2)
-    sliced = CoverageStage(spots, CoverageSettings(), 2)
-    whole_store: dict[bytes, bytes] = {}
-    sliced_store: dict[bytes, bytes] = {}
+    (whole, whole_store), (sliced, sliced_store) = side_by_side(6, 2)
     first = T0 - 30 * MIN
     most = 3
     slices_of_a_flush = []

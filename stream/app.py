@@ -322,12 +322,14 @@ class Processor:
             held, self._held = self._held, []
             held_coverage, self._held_coverage = self._held_coverage, []
             outbox = outbox_of(self.app)
-            while self.stage.unwritten:
-                writes = self.stage.take_writes(FLUSH_SLICE)
-                await outbox.send(self._write(self.table, writes.items(), keep=False))
-            while self.coverage.unwritten:
-                writes = self.coverage.take_writes(FLUSH_SLICE)
-                await outbox.send(self._write(self.coverage_table, writes.items()))
+            stages: tuple[tuple[PresenceStage | CoverageStage, Any, bool], ...] = (
+                (self.stage, self.table, False),  # the stage holds the states
+                (self.coverage, self.coverage_table, True),  # ledgers are read again at rebalance
+            )
+            for stage, table, keep in stages:
+                while stage.unwritten:
+                    writes = stage.take_writes(FLUSH_SLICE)
+                    await outbox.send(self._write(table, writes.items(), keep))
             consumer = self.app.consumer
             for batch in held:
                 ack(consumer, batch)

@@ -56,22 +56,17 @@ class CoverageSettings:
     )
     co_patrol_minutes: float = 5.0
     visit_retention_minutes: float = 24 * 60.0
+    #: the same in integer ms, made once (read at every look at the rules)
+    lead_ms: int = field(init=False, repr=False, compare=False)
+    grace_ms: int = field(init=False, repr=False, compare=False)
+    co_patrol_ms: int = field(init=False, repr=False, compare=False)
+    retention_ms: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def lead_ms(self) -> int:
-        return round(self.at_risk_lead_minutes * 60_000)
-
-    @property
-    def grace_ms(self) -> int:
-        return round(self.exit_grace_s * 1000)
-
-    @property
-    def co_patrol_ms(self) -> int:
-        return round(self.co_patrol_minutes * 60_000)
-
-    @property
-    def retention_ms(self) -> int:
-        return round(self.visit_retention_minutes * 60_000)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lead_ms", round(self.at_risk_lead_minutes * 60_000))
+        object.__setattr__(self, "grace_ms", round(self.exit_grace_s * 1000))
+        object.__setattr__(self, "co_patrol_ms", round(self.co_patrol_minutes * 60_000))
+        object.__setattr__(self, "retention_ms", round(self.visit_retention_minutes * 60_000))
 
     def service_of(self, unit_type: str) -> int | None:
         """Index of the first group of ``separate_services`` holding ``unit_type``, else None."""
@@ -177,18 +172,23 @@ def at_risk_due(instance: WindowInstance, now_ms: int, covered_ms: int, lead_ms:
 
 def union_length(intervals: Iterable[tuple[int, int]], lo: int, hi: int) -> int:
     """Length of the union of closed intervals ``(a, b)``, clipped to ``[lo, hi]``."""
-    clipped = sorted((max(a, lo), min(b, hi)) for a, b in intervals if min(b, hi) > max(a, lo))
-    total = 0
-    run_start = run_end = 0
-    started = False
-    for a, b in clipped:
-        if started and a <= run_end:
-            run_end = max(run_end, b)
+    total = run_start = 0
+    run_end: int | None = None
+    for a, b in sorted(intervals):  # clipping keeps the order of the starts
+        if a < lo:
+            a = lo
+        if b > hi:
+            b = hi
+        if b <= a:
             continue
-        if started:
+        if run_end is not None and a <= run_end:
+            if b > run_end:
+                run_end = b
+            continue
+        if run_end is not None:
             total += run_end - run_start
-        run_start, run_end, started = a, b, True
-    if started:
+        run_start, run_end = a, b
+    if run_end is not None:
         total += run_end - run_start
     return total
 
@@ -279,9 +279,9 @@ class HotspotCoverage:
         self._min_visit_max = 0
         self._changed: set[tuple[str, int]] = set()
         self._services: dict[str, int | None] = {}
-        #: ``separate_services`` group -> how many visits of it the ledger holds: co_patrol
-        #: needs two groups, and most hot spots hold one at a time
-        self._visits_of_service: dict[int, int] = {}
+        #: ``separate_services`` group -> the visits of it the ledger holds: co_patrol needs
+        #: two groups, most hot spots hold one at a time, and a visit's rivals are the others'
+        self._visits_of_service: dict[int, dict[tuple[str, int], _Visit]] = {}
         self._wake: int | None = None
         #: covered ms by window instance, cached during one look at the rules (empty between)
         self._covered: dict[str, int] = {}
@@ -326,18 +326,17 @@ class HotspotCoverage:
         self._visits[visit.key] = visit
         service = visit.service = self._service_of(visit.unit_type)
         if service is not None:
-            counts = self._visits_of_service
-            counts[service] = counts.get(service, 0) + 1
+            self._visits_of_service.setdefault(service, {})[visit.key] = visit
         return visit
 
     def _drop(self, visit: _Visit) -> None:
         del self._visits[visit.key]
         service = visit.service
         if service is not None:
-            counts = self._visits_of_service
-            counts[service] -= 1
-            if not counts[service]:
-                del counts[service]
+            of_service = self._visits_of_service[service]
+            del of_service[visit.key]
+            if not of_service:
+                del self._visits_of_service[service]
 
     def _touch(self, visit: _Visit) -> None:
         self._note_changed(visit)
@@ -399,7 +398,7 @@ class HotspotCoverage:
         """
         now = self._now
         assert now is not None
-        self._wake = self._compute_wake(now)
+        self._wake = self._compute_wake(now, self._latest_visit_ms())
         self._covered = {}
 
     def visit_ended(
@@ -549,9 +548,10 @@ class HotspotCoverage:
         alerts.extend(self._decide(now_ms))
         self._settle(now_ms)
         self._prune(now_ms)
-        self._wake = self._compute_wake(now_ms)
+        latest = self._latest_visit_ms()
+        self._wake = self._compute_wake(now_ms, latest)
         self._min_visit_max = max((i.min_visit_ms for i in self._ordered), default=0)
-        self._quiet_span = self._compute_quiet_span()
+        self._quiet_span = self._compute_quiet_span(latest)
         self._grown = None
         self._covered = {}
         self._dirty = False
@@ -654,10 +654,11 @@ class HotspotCoverage:
             if visit.saved_end is not None:
                 self._pruned.add(key)
 
-    def _compute_wake(self, now_ms: int) -> int | None:
+    def _compute_wake(self, now_ms: int, latest: int | None) -> int | None:
+        """The next clock value at which at_risk or gap could fire without updates (``latest``:
+        the latest ``end_ms`` of the ledger's visits)."""
         grace = self.settings.grace_ms
         lead = self.settings.lead_ms
-        latest = self._latest_visit_ms()
         wake: int | None = None
         if self._windows and self._gen_to_ms is not None:
             wake = self._gen_to_ms - _DAY_MS
@@ -684,7 +685,7 @@ class HotspotCoverage:
             wake = due if wake is None else min(wake, due)
         return wake
 
-    def _compute_quiet_span(self) -> int:
+    def _compute_quiet_span(self, latest: int | None) -> int:
         """How long a span visits may gain before ``met`` or ``co_patrol`` could fire.
 
         Growing visits add at most the span they grew over (``_grow``) to an instance's
@@ -693,7 +694,6 @@ class HotspotCoverage:
         different services (one of them open: only open visits grow, or a new one) to pass
         ``co_patrol_ms``. The clock alone decides at_risk and gap (``_wake``); visits ending,
         windows changing or a unit re-entering make the next ``advance`` look again."""
-        latest = self._latest_visit_ms()
         span = 1 << 62
         for instance in self._ordered:
             flags = self._fired.get(instance.key, (0, ""))[1]
@@ -702,43 +702,40 @@ class HotspotCoverage:
         limit = self.settings.co_patrol_ms
         if len(self.settings.separate_services) > 1:
             span = min(span, limit + 1)  # a pair with a visit yet to begin
-        grouped = (
-            [v for v in self._open.values() if v.service is not None]
-            if len(self._visits_of_service) > 1
-            else []
-        )
-        earliest = min((v.enter_ms for v in grouped), default=0)
-        # visits that ended before every open one began overlap none of them
-        recent = [v for v in self._visits.values() if v.end_ms > earliest] if grouped else []
-        for visit in grouped:
+        if len(self._visits_of_service) < 2:
+            return max(span, 0)
+        for visit in self._open.values():
+            # only a pair overlapping by more than this can shorten the span
             more_than = max(0, limit + 1 - span)
-            for other, overlap_start, overlap in self._rivals(visit, more_than, recent):
-                if _pair_mark(visit, other, overlap_start) is not None:
+            for other, overlap_start, overlap in self._rivals(visit, more_than, ordered=False):
+                if (not visit.marks and not other.marks) or _pair_mark(
+                    visit, other, overlap_start
+                ) is not None:
                     span = min(span, limit + 1 - overlap)
         return max(span, 0)
 
     def _rivals(
-        self, visit: _Visit, more_than_ms: int, among: Iterable[_Visit] | None = None
+        self, visit: _Visit, more_than_ms: int, ordered: bool = True
     ) -> list[tuple[_Visit, int, int]]:
-        """Visits (of ``among``, default all) of units of another ``separate_services`` group
-        than ``visit``'s unit (none if it has none) that overlap it by more than
-        ``more_than_ms``: (visit, overlap start, overlap), by (enter, unit id)."""
+        """Visits of units of another ``separate_services`` group than ``visit``'s unit (none
+        if it has none) that overlap it by more than ``more_than_ms``: (visit, overlap start,
+        overlap), by (enter, unit id) if ``ordered``."""
         service = visit.service
         if service is None or len(self._visits_of_service) < 2:
             return []
         found = []
         enter_ms, end_ms, unit_id = visit.enter_ms, visit.end_ms, visit.unit_id
-        for other in self._visits.values() if among is None else among:
-            other_service = other.service
-            if other_service is None or other_service == service:
+        for other_service, visits in self._visits_of_service.items():
+            if other_service == service:
                 continue
-            other_enter = other.enter_ms
-            start = enter_ms if enter_ms > other_enter else other_enter
-            other_end = other.end_ms
-            overlap = (end_ms if end_ms < other_end else other_end) - start
-            if overlap > more_than_ms and other.unit_id != unit_id:
-                found.append((other, start, overlap))
-        if len(found) > 1:
+            for other in visits.values():
+                other_enter = other.enter_ms
+                start = enter_ms if enter_ms > other_enter else other_enter
+                other_end = other.end_ms
+                overlap = (end_ms if end_ms < other_end else other_end) - start
+                if overlap > more_than_ms and other.unit_id != unit_id:
+                    found.append((other, start, overlap))
+        if ordered and len(found) > 1:
             found.sort(key=lambda f: (f[0].enter_ms, f[0].unit_id))
         return found
 

@@ -521,7 +521,7 @@ def test_state_stays_bounded_over_weeks() -> None:
             alerts += len(cov.advance(base + hour * 3_600_000 + 1))
     data = cov.to_dict()
     assert len(data["visits"]) <= 40  # at most a day of retention and a day's visits
-    assert cov._visits_of_service == {0: len(data["visits"])}  # pruned ones no longer counted
+    assert {s: len(v) for s, v in cov._visits_of_service.items()} == {0: len(data["visits"])}
     assert len(data["fired"]) <= 4
     assert alerts > 30
 
@@ -776,15 +776,15 @@ class EagerLedger(HotspotCoverage):
         return super().advance(now_ms)
 
     def _rivals(
-        self, visit: Any, more_than_ms: int, among: Any = None
+        self, visit: Any, more_than_ms: int, ordered: bool = True
     ) -> list[tuple[Any, int, int]]:
         services = {v.service for v in self._visits.values()} - {None}
-        assert self._visits_of_service == {
-            s: sum(1 for v in self._visits.values() if v.service == s) for s in services
+        assert {s: set(of) for s, of in self._visits_of_service.items()} == {
+            s: {k for k, v in self._visits.items() if v.service == s} for s in services
         }
         service = self.settings.service_of(visit.unit_type)
         found = []
-        for other in self._visits.values() if among is None else among:
+        for other in self._visits.values():
             start = max(visit.enter_ms, other.enter_ms)
             overlap = min(visit.end_ms, other.end_ms) - start
             other_service = self.settings.service_of(other.unit_type)

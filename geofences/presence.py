@@ -274,14 +274,14 @@ def observe(
     state: UnitState | None,
     ping: Ping,
     inside: Collection[str],
-    distance_m: Callable[[str], float],
+    distance_m: Callable[[Ping, str], float],
     settings: PresenceSettings,
 ) -> Observation:
     """Apply one valid ping of ``ping.unit_id`` (contract §4).
 
     ``inside`` holds the ids of every hot spot containing the ping (boundary included).
-    ``distance_m(hotspot_id)`` gives the ping's distance in metres from that hot spot; it is
-    called only for hot spots the unit is present in and the ping is outside of.
+    ``distance_m(ping, hotspot_id)`` gives the ping's distance in metres from that hot spot;
+    it is called only for hot spots the unit is present in and the ping is outside of.
     The given state is not modified.
     """
     current = UnitState() if state is None else state
@@ -333,7 +333,7 @@ def observe(
         assert visit.streak_ms is not None
         if (
             ts_ms - visit.streak_ms >= settings.exit_grace_ms
-            or distance_m(hotspot_id) > settings.exit_buffer_m
+            or distance_m(ping, hotspot_id) > settings.exit_buffer_m
         ):
             events.extend(_left(ping.unit_id, visit))
         else:
@@ -417,11 +417,7 @@ def walk(
     states: dict[str, UnitState] = {}
     events: list[Event] = []
     for ping in pings:
-
-        def distance(hotspot_id: str, p: Ping = ping) -> float:
-            return distance_m(p, hotspot_id)
-
-        result = observe(states.get(ping.unit_id), ping, containing(ping), distance, settings)
+        result = observe(states.get(ping.unit_id), ping, containing(ping), distance_m, settings)
         states[ping.unit_id] = result.state
         events.extend(result.events)
     return states, events

@@ -23,12 +23,17 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from geofences.timefmt import parse_rfc3339_ms
-from stream import tansu
 from stream.topics import MAX_BATCH_BYTES
 
 log = logging.getLogger("hotspot.feed")
 
 FeedItem = dict[str, Any]
+#: the feed's Fetch ``max_wait``. The control room can take a quarter of a second; a short wait
+#: on Tansu, which holds a Fetch for most of it (``stream/tansu.py``), made the feed ask about
+#: 50 times a second for three topics' partitions, each a request and a response built and read
+#: in Python on the worker's event loop: 2-3 % of its time under load (README: Performance).
+#: On Kafka, which answers as soon as records are there, the wait only bounds an idle Fetch.
+FEED_FETCH_WAIT_MS = 250
 #: records produced before the worker started (less this slack) are history, not news
 _LIVE_SLACK_MS = 5_000
 
@@ -85,7 +90,7 @@ async def read_outputs(
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
-        fetch_max_wait_ms=tansu.fetch_wait_ms(),
+        fetch_max_wait_ms=FEED_FETCH_WAIT_MS,
         max_partition_fetch_bytes=MAX_BATCH_BYTES,
     )
     kinds = {topic: kind for kind, topic in topics.items()}

@@ -308,6 +308,11 @@ class PresenceStage:
 
     # -- pings --------------------------------------------------------------------------------
 
+    def _distance(self, ping: Ping, hotspot_id: str) -> float:
+        """The exit buffer's distance (``observe``): asked only of a hot spot the batch's
+        match found the ping outside of."""
+        return self.index.distance_outside_m(ping.lon, ping.lat, hotspot_id)
+
     def _note_written(self, unit_id: str, state: UnitState) -> None:
         if state.visits:
             self.written_ms.pop(unit_id, None)
@@ -434,11 +439,7 @@ class PresenceStage:
             if orphaned and ping.unit_id in orphaned and state is not None:
                 orphaned.discard(ping.unit_id)
                 state, removed = remove_hotspots(ping.unit_id, state, self.known_hotspots)
-
-            def distance(hotspot_id: str, p: Ping = ping) -> float:
-                return self.index.distance_outside_m(p.lon, p.lat, hotspot_id)
-
-            result = observe(state, ping, inside, distance, self.settings)
+            result = observe(state, ping, inside, self._distance, self.settings)
             outcomes[result.outcome] += 1  # a StrEnum: counted under its value
             if result.state is not state or removed:
                 self._commit(

@@ -101,7 +101,7 @@ def feed(
         state,
         p,
         index.containing(p.lon, p.lat),
-        lambda h: index.distance_m(p.lon, p.lat, h),
+        lambda q, h: index.distance_m(q.lon, q.lat, h),
         cfg,
     )
 

@@ -29,9 +29,9 @@ log = logging.getLogger("hotspot.feed")
 
 FeedItem = dict[str, Any]
 #: the feed's Fetch ``max_wait``. The control room can take a quarter of a second; a short wait
-#: on Tansu, which holds a Fetch for most of it (``stream/tansu.py``), made the feed ask about
+#: on Tansu, which holds a Fetch for most of it (``stream/tansu.py``), made the feed ask up to
 #: 50 times a second for three topics' partitions, each a request and a response built and read
-#: in Python on the worker's event loop: 2-3 % of its time under load (README: Performance).
+#: in Python on the worker's event loop: about 4 % of its CPU under load (README: Performance).
 #: On Kafka, which answers as soon as records are there, the wait only bounds an idle Fetch.
 FEED_FETCH_WAIT_MS = 250
 #: records produced before the worker started (less this slack) are history, not news

@@ -68,7 +68,7 @@ class Settings:
     #: how long the coverage agent gathers visit updates into one batch: its cost is mostly
     #: per hot spot and batch, so a batch of many presence batches costs far less per ping;
     #: alerts are decided at the same times whatever the batches (README: Performance)
-    coverage_within_s: float = 1.0
+    coverage_within_s: float = 2.0
     #: how often the presence stage's changed unit states are written to the changelog (each
     #: unit once, however often it pinged since), and the pings read before acked
     state_flush_s: float = 3.0

@@ -20,9 +20,10 @@ still queued when a rebalance starts are dropped with Faust's own queues
 from __future__ import annotations
 
 import asyncio
+import bisect
 import inspect
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from time import monotonic
 from typing import Any
 
@@ -285,6 +286,36 @@ def ack(consumer: Any, batch: Batch) -> None:
             notify(consumer._waiting_for_ack)
 
 
+def acked_run_end(consumer: Any, tp: TP, otherwise: Callable[[TP], int | None]) -> int | None:
+    """Faust 0.15's ``Consumer._new_offset`` (the offset to commit: one past the run of acked
+    offsets that follows the committed one), the same result and bookkeeping, without its
+    Python call per offset (``consecutive_numbers``' ``groupby`` key): 0.20 against 0.06 µs an
+    acked offset, and the intake acks every ping's. A partition with gaps in its offsets
+    (``_gap``, from compaction or transactions) takes Faust's own path.
+
+    Acked offsets are distinct (``_acked_index`` keeps them so), so once sorted, ``acked[i] -
+    i`` never falls and the run from ``acked[0]`` ends where it first exceeds ``acked[0]``."""
+    acked = consumer._acked[tp]
+    if not acked:
+        return None
+    if consumer._gap[tp]:
+        return otherwise(tp)
+    acked.sort()
+    first = acked[0]
+    committed = consumer._committed_offset[tp]
+    if committed and first - committed > 1:
+        return None
+    size = len(acked)
+    if acked[-1] - first == size - 1:
+        run = size
+    else:
+        run = bisect.bisect_right(range(size), first, key=lambda i: acked[i] - i)
+    batch = acked[:run]
+    del acked[:run]
+    consumer._acked_index[tp].difference_update(batch)
+    return int(batch[-1]) + 1
+
+
 def bulk_consumer_class(base: type) -> type:
     """``base`` (a Faust transport's Consumer) with a fetch loop that queues the intake's
     topics as batches and hands every other record to Faust as before."""
@@ -327,6 +358,9 @@ def bulk_consumer_class(base: type) -> type:
                 raise
             finally:
                 self.diag.unset_flag(CONSUMER_FETCHING)
+
+        def _new_offset(self, tp: TP) -> int | None:
+            return acked_run_end(self, tp, super()._new_offset)
 
         async def _deliver(self, intake: Intake, records: Any, active: Any) -> set[TP]:
             """One fetch: the intake's partitions as batches, anything else per record to

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -16,10 +17,23 @@ from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import calc_crc32c
+from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from intervaltree import IntervalTree
 
 from stream.app import HotspotApp
-from stream.intake import Batch, Intake, _readable_in_bulk, ack, drain, read_in_bulk, track
+from stream.intake import (
+    Batch,
+    Intake,
+    _readable_in_bulk,
+    ack,
+    acked_run_end,
+    drain,
+    read_in_bulk,
+    track,
+)
 from stream.presence_stage import Record
 
 TP0 = TP("pings", 0)
@@ -113,6 +127,36 @@ def test_offsets_missing_from_a_fetch_do_not_stall_commits(consumer: Any) -> Non
     ack(consumer, with_gap)
     ack(consumer, batch(9, 10))
     assert consumer._new_offset(TP0) == 11
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sets(st.integers(0, 60), max_size=40),
+    st.one_of(st.none(), st.integers(0, 30)),
+    st.randoms(use_true_random=False),
+)
+def test_the_offset_to_commit_is_faust_s_own(
+    offsets: set[int], committed: int | None, rng: Any
+) -> None:
+    """``acked_run_end`` (the bulk consumer's ``_new_offset``) gives Faust's answer and leaves
+    Faust's bookkeeping as Faust's own would, acked offsets in any order."""
+
+    def bookkeeping() -> Any:
+        acked = sorted(offsets)
+        rng.shuffle(acked)
+        return SimpleNamespace(
+            _acked={TP0: acked},
+            _acked_index={TP0: set(offsets)},
+            _gap={TP0: IntervalTree()},
+            _committed_offset={TP0: committed},
+        )
+
+    ours, faust_s = bookkeeping(), bookkeeping()
+    faust_answer = FaustConsumer._new_offset(faust_s, TP0)
+    assert acked_run_end(ours, TP0, lambda tp: pytest.fail("no gaps: never Faust's path")) == (
+        faust_answer
+    )
+    assert ours._acked == faust_s._acked and ours._acked_index == faust_s._acked_index
 
 
 def test_the_worker_app_builds_the_bulk_consumer() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from geofences.pings import (
     _checked_ping,
     _plain_ping,
     decode_ping,
+    decode_with_orjson,
     ping_from_obj,
 )
 
@@ -322,3 +324,62 @@ def test_the_fast_path_agrees_with_the_checked_one(
         else:
             with pytest.raises(InvalidPing, match=re.escape(checked)):
                 ping_from_obj(candidate)
+
+
+def _outcome(decode: Any, value: bytes) -> str:
+    """A decode's result as text: the ping's repr (so -0.0 and 0.0 differ) or the reason."""
+    try:
+        return repr(decode(value))
+    except InvalidPing as exc:
+        return f"refused: {exc}"
+
+
+_json_texts = st.one_of(
+    st.text(),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=70),
+    st.sampled_from(["é" * 64, "é" * 65, "\ud800", "\\ud800", "a\x00b"]),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["unit_id", "ts", "lat", "lon", "accuracy_m", "unit_type", "speed"]),
+        st.one_of(_field_values, _json_texts),
+    ),
+    st.floats(-90, 90) | st.integers(-90, 90),
+    st.floats(-180, 180) | st.integers(-180, 180),
+    st.booleans(),
+    st.booleans(),
+)
+def test_the_msgspec_path_decodes_as_the_orjson_one(
+    fields: dict[str, Any], lat: float, lon: float, usual: bool, ascii_only: bool
+) -> None:
+    """``decode_ping``'s msgspec fast path gives what the orjson path gives (the same ping,
+    or the same refusal) on generated values: JSON written by Python's encoder (non-ASCII
+    escaped or not, lone surrogates, NaN and Infinity literals, huge integers) and, with
+    ``usual``, values most of which are valid pings."""
+    if usual:
+        fields = {"unit_id": "U1", "ts": "2026-11-22T14:03:05.123Z", **fields}
+        fields.update(lat=lat, lon=lon)
+    value = json.dumps(fields, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    if not value or len(value) > MAX_PING_BYTES:
+        return
+    assert _outcome(decode_ping, value) == _outcome(decode_with_orjson, value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"unit_id":"U1","ts":"2026-11-22T14:03:05Z","lat":1,"lon":2,"speed":1e400}',
+        b'{"unit_id":"U1","ts":"2026-11-22T14:03:05Z","lat":1,"lon":2,"x":"\xff"}',
+        b'{"unit_id":"U1","ts":"2026-11-22T14:03:05Z","lat":1,"lon":2,"x":"\\ud800"}',
+        b'{"unit_id":"U1","ts":"2026-11-22T14:03:05Z","lat":1,"lon":2,"accuracy_m":1e400}',
+        b'{"unit_id":"U1","unit_id":"U2","ts":"2026-11-22T14:03:05Z","lat":1,"lon":2}',
+        b'{"unit_id":"U1","ts":"2026-11-22T14:03:05Z","lat":1,"lon":2,"accuracy_m":18446744073709551616}',
+        b'{"unit_id":"U1","ts":"2026-11-22T14:03:05Z","lat":1,"lon":2} x',
+        b'{"unit_id":"U1","ts":"2026-11-22T14:03:05Z","lat":-0.0,"lon":2}',
+    ],
+)
+def test_what_msgspec_skips_or_reads_differently_goes_the_orjson_way(value: bytes) -> None:
+    assert _outcome(decode_ping, value) == _outcome(decode_with_orjson, value)

@@ -26,7 +26,7 @@ from geofences.coverage import Alert, CoverageSettings, HotspotCoverage
 from geofences.errors import InvalidAssignment
 from geofences.hotspots import HotSpotCollection, Window, parse_window
 from geofences.windows import add_window, parse_assignment, window_to_obj
-from stream.pending import PendingLog, kept_update, stored_chunks
+from stream.pending import PendingLog, kept_updates, stored_chunks
 from stream.presence_stage import Consumed, Message, VisitUpdate, compact_json, dead_letter
 
 _partitioner = DefaultPartitioner()
@@ -164,7 +164,7 @@ class CoverageStage:
             snapshot = orjson.loads(raw)
             assigned = tuple(parse_window(w, "stored assignment") for w in snapshot["assigned"])
             if "pending" in snapshot:  # a header as written before pending chunks
-                written_before = [kept_update(*update) for update in snapshot["pending"]]
+                written_before = kept_updates(snapshot["pending"])
                 pending += written_before
                 log.add(hotspot_id, written_before)
                 self._rewrite.add(hotspot_id)
@@ -499,7 +499,7 @@ class CoverageStage:
                 self.assigned[hotspot_id] = add_window(self.assigned[hotspot_id], window)
             ledger.set_windows(self._windows(hotspot_id, self.assigned[hotspot_id]))
         elif live_now_ms is None:
-            messages = [kept_update(*message) for message in messages]
+            messages = kept_updates(messages)
             pending = self.pending[hotspot_id]
             if (pending and messages[0][3] < pending[-1][3]) or not _in_ts_order(messages):
                 for message in messages:

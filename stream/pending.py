@@ -46,13 +46,17 @@ Update = Sequence[Any]
 _entry_ts = itemgetter(4)
 
 
-def kept_update(kind: str, unit_id: str, unit_type: str, ts_ms: int, enter_ms: int) -> Update:
-    """An update as kept until the watermark passes it: a tuple, its kind and unit type the
+def kept_updates(updates: Iterable[Update]) -> list[Update]:
+    """Updates as kept until the watermark passes them: tuples, their kind and unit type the
     interpreter's one copy of each. A decoded update is a list and three strings of its own
     (380 B); in event mode updates wait for a slow pings partition, tens of thousands at once
     in a replay, and the blocks they leave free were most of the worker's unused memory at
     100,000 units (``hotspot bench``, memory)."""
-    return (sys.intern(kind), unit_id, sys.intern(unit_type), ts_ms, enter_ms)
+    intern = sys.intern
+    return [
+        (intern(kind), unit_id, intern(unit_type), ts_ms, enter_ms)
+        for kind, unit_id, unit_type, ts_ms, enter_ms in updates
+    ]
 
 
 def pending_key(partition: int, slot: int) -> bytes:
@@ -93,7 +97,7 @@ class PendingLog:
             self._chunks.append(_Chunk(slot, seq, sorted(map(_entry_ts, entries))))
             for entry in entries:
                 if self.written_ms is None or _entry_ts(entry) > self.written_ms:
-                    self.restored.setdefault(entry[0], []).append(kept_update(*entry[1:]))
+                    self.restored.setdefault(entry[0], []).extend(kept_updates([entry[1:]]))
         self._next_seq = self._chunks[-1].seq + 1 if self._chunks else 0
         #: updates added since the last write, by hot spot, as added
         self._fresh: list[tuple[str, list[Update]]] = []

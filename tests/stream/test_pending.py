@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.pending import PENDING_KEY_PREFIX, PendingLog, kept_update, pending_key, stored_chunks
+from stream.pending import PENDING_KEY_PREFIX, PendingLog, kept_updates, pending_key, stored_chunks
 
 PARTITION = 3
 HOTSPOTS = ["HS-01", "HS-02"]
@@ -42,7 +42,7 @@ def test_a_restore_gives_what_was_pending_at_the_last_batch(ops: list[Any], cloc
     for number, (op, value) in enumerate(ops):
         if op == "add":
             hotspot_id, ts_ms = value
-            update = kept_update("inside", f"U{number}", "police", ts_ms, 0)
+            [update] = kept_updates([("inside", f"U{number}", "police", ts_ms, 0)])
             log.add(hotspot_id, [update])
             pending.append((hotspot_id, update))
         elif op == "batch":

@@ -348,9 +348,12 @@ class HotspotCoverage:
         fire, and only once enough has been added (``_quiet_span``)."""
         self._note_changed(visit)
         grown = self._grown
-        self._grown = (
-            (from_ms, to_ms) if grown is None else (min(grown[0], from_ms), max(grown[1], to_ms))
-        )
+        if grown is not None:
+            if grown[0] < from_ms:
+                from_ms = grown[0]
+            if grown[1] > to_ms:
+                to_ms = grown[1]
+        self._grown = (from_ms, to_ms)
 
     def visit_started(self, unit_id: str, unit_type: str, enter_ms: int) -> None:
         """A unit entered the hot spot at ``enter_ms`` (§4 Enter). Repeats are ignored.
@@ -511,13 +514,10 @@ class HotspotCoverage:
         anything fire yet (a visit beginning or growing by less than ``_quiet_span``) leave it
         as it was.
         """
-        if self._dirty or self._grown_enough():
+        grown = self._grown  # visits grew by ``_quiet_span`` or more: met or co_patrol may fire
+        if self._dirty or (grown is not None and grown[1] - grown[0] >= self._quiet_span):
             return 0 if self._now is None else self._now
         return self._wake
-
-    def _grown_enough(self) -> bool:
-        grown = self._grown
-        return grown is not None and grown[1] - grown[0] >= self._quiet_span
 
     def advance(self, now_ms: int) -> list[Alert]:
         """Decide alerts at clock value ``now_ms`` (§4 met, at_risk, gap; issue 4 co_patrol).
@@ -536,10 +536,11 @@ class HotspotCoverage:
         if self._since is None:
             self._since = now_ms
             self._header_changed()
+        grown = self._grown
         if (
             not self._dirty
             and (self._wake is None or now_ms < self._wake)
-            and not self._grown_enough()
+            and (grown is None or grown[1] - grown[0] < self._quiet_span)
         ):
             return []
         self._covered = {}
@@ -682,7 +683,8 @@ class HotspotCoverage:
                 if trigger < instance.end_ms:
                     # already passed: after a full look only if a unit has left since
                     due = min(due, max(trigger, now_ms))
-            wake = due if wake is None else min(wake, due)
+            if wake is None or due < wake:
+                wake = due
         return wake
 
     def _compute_quiet_span(self, latest: int | None) -> int:
@@ -698,7 +700,9 @@ class HotspotCoverage:
         for instance in self._ordered:
             flags = self._fired.get(instance.key, (0, ""))[1]
             if "m" not in flags and "g" not in flags:
-                span = min(span, instance.required_ms - self._coverage(instance, latest))
+                short = instance.required_ms - self._coverage(instance, latest)
+                if short < span:
+                    span = short
         limit = self.settings.co_patrol_ms
         if len(self.settings.separate_services) > 1:
             span = min(span, limit + 1)  # a pair with a visit yet to begin
@@ -711,7 +715,9 @@ class HotspotCoverage:
                 if (not visit.marks and not other.marks) or _pair_mark(
                     visit, other, overlap_start
                 ) is not None:
-                    span = min(span, limit + 1 - overlap)
+                    shorter = limit + 1 - overlap
+                    if shorter < span:
+                        span = shorter
         return max(span, 0)
 
     def _rivals(

@@ -334,14 +334,15 @@ class CoverageStage:
             if self.first_ms is not None:
                 starts.append(self.first_ms)
             self._advance(hotspot_id, min(starts), out)
+        next_wakeup, apply, advance = ledger.next_wakeup_ms, self._apply, ledger.advance
         for message in ready:
             ts_ms = message[3]
-            wake = ledger.next_wakeup_ms()
+            wake = next_wakeup()
             if wake is not None and wake < ts_ms:
                 self._advance_through(hotspot_id, ts_ms - 1, out)
-            self._apply(ledger, message)
+            apply(ledger, message)
             now_ms = ledger.now_ms
-            alerts = ledger.advance(ts_ms if now_ms is None or ts_ms > now_ms else now_ms)
+            alerts = advance(ts_ms if now_ms is None or ts_ms > now_ms else now_ms)
             if alerts:
                 self._emit(hotspot_id, alerts, out)
         self._advance_through(hotspot_id, watermark_ms, out)
@@ -350,10 +351,10 @@ class CoverageStage:
     @staticmethod
     def _apply(ledger: HotspotCoverage, message: list[Any]) -> None:
         kind, unit_id, unit_type, ts_ms, enter_ms = message
-        if kind == "enter":
-            ledger.visit_started(unit_id, unit_type, ts_ms)
-        elif kind == "inside":
+        if kind == "inside":  # most updates
             ledger.visit_progress(unit_id, ts_ms)
+        elif kind == "enter":
+            ledger.visit_started(unit_id, unit_type, ts_ms)
         elif kind == "exit":
             ledger.visit_ended(unit_id, ts_ms, enter_ms, unit_type)
 
@@ -366,7 +367,10 @@ class CoverageStage:
         parts = self.clock_parts.get(partition)
         if not parts:
             return None
-        watermark = max(min(parts.values()), self._watermarks.get(partition, -1))
+        watermark = min(parts.values())
+        applied = self._watermarks.get(partition, -1)
+        if watermark < applied:
+            return applied
         self._watermarks[partition] = watermark
         return watermark
 

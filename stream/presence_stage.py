@@ -428,41 +428,52 @@ class PresenceStage:
         outcomes = out.outcomes
         orphaned = self.orphaned
         max_ts = self.partition_max_ts
+        first_ts = self.first_ts
+        distance, settings, commit, add_update = (
+            self._distance,
+            self.settings,
+            self._commit,
+            out.add_update,
+        )
+        new = tuple.__new__
         for (record, ping), inside in zip(pings, inside_sets, strict=True):
+            unit_id, ts_ms = ping.unit_id, ping.ts_ms
             tp = (record.topic, record.partition)
-            if ping.ts_ms > max_ts.get(tp, -1):
-                max_ts[tp] = ping.ts_ms
-            if self.first_ts is None or ping.ts_ms < self.first_ts:
-                self.first_ts = ping.ts_ms
-            state = states.get(ping.unit_id) or self._state(ping.unit_id, load)
+            if ts_ms > max_ts.get(tp, -1):
+                max_ts[tp] = ts_ms
+            if first_ts is None or ts_ms < first_ts:
+                first_ts = self.first_ts = ts_ms
+            state = states.get(unit_id) or self._state(unit_id, load)
             removed: tuple[Event, ...] = ()
-            if orphaned and ping.unit_id in orphaned and state is not None:
-                orphaned.discard(ping.unit_id)
-                state, removed = remove_hotspots(ping.unit_id, state, self.known_hotspots)
-            result = observe(state, ping, inside, self._distance, self.settings)
+            if orphaned and unit_id in orphaned and state is not None:
+                orphaned.discard(unit_id)
+                state, removed = remove_hotspots(unit_id, state, self.known_hotspots)
+            result = observe(state, ping, inside, distance, settings)
             outcomes[result.outcome] += 1  # a StrEnum: counted under its value
-            if result.state is not state or removed:
-                self._commit(
-                    ping.unit_id,
-                    result.state,
+            after = result.state
+            if after is not state or removed:
+                commit(
+                    unit_id,
+                    after,
                     record.partition,
                     removed + result.events,
                     out,
                     record.timestamp,
-                    state is None or state.unit_type != result.state.unit_type,
+                    state is None or state.unit_type != after.unit_type,
                 )
-            if result.still_inside:
-                for visit in result.state.visits:
-                    if visit.hotspot_id in result.still_inside:
-                        out.add_update(
-                            tuple.__new__(
+            still_inside = result.still_inside
+            if still_inside:
+                for visit in after.visits:
+                    if visit.hotspot_id in still_inside:
+                        add_update(
+                            new(
                                 VisitUpdate,
                                 (
                                     "inside",
                                     visit.hotspot_id,
-                                    ping.unit_id,
+                                    unit_id,
                                     visit.unit_type,
-                                    ping.ts_ms,
+                                    ts_ms,
                                     visit.enter_ms,
                                 ),
                             )

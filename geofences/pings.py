@@ -13,6 +13,10 @@ from geofences.timefmt import parse_rfc3339_ms
 
 MAX_PING_BYTES = 16_384
 MAX_UNIT_ID_CHARS = 64
+MAX_UNIT_TYPE_CHARS = 64
+#: |lat| and |lon| at most (degrees, WGS 84)
+MAX_LAT = 90.0
+MAX_LON = 180.0
 KNOWN_UNIT_TYPES = frozenset({"police", "pcso", "outreach", "security"})
 UNKNOWN_UNIT_TYPE = "unknown"
 #: one string object per known type, for every state to share (a decoded one costs 55 B)
@@ -94,8 +98,8 @@ def _plain_ping(obj: dict[str, Any]) -> Ping | None:
         and type(ts) is str
         and type(lat) is float
         and type(lon) is float
-        and -90.0 <= lat <= 90.0
-        and -180.0 <= lon <= 180.0
+        and -MAX_LAT <= lat <= MAX_LAT
+        and -MAX_LON <= lon <= MAX_LON
     ):
         return None
     accuracy_m = obj.get("accuracy_m")
@@ -105,7 +109,9 @@ def _plain_ping(obj: dict[str, Any]) -> Ping | None:
         elif not (type(accuracy_m) is float and 0.0 <= accuracy_m <= 1e308):
             return None
     unit_type = obj.get("unit_type")
-    if unit_type is not None and not (type(unit_type) is str and 1 <= len(unit_type) <= 64):
+    if unit_type is not None and not (
+        type(unit_type) is str and 1 <= len(unit_type) <= MAX_UNIT_TYPE_CHARS
+    ):
         return None
     try:
         ts_ms = parse_rfc3339_ms(ts)
@@ -133,19 +139,24 @@ def _checked_ping(obj: object) -> Ping:
     ts_ms = _ts_ms(obj["ts"])
     lat = _number(obj, "lat")
     lon = _number(obj, "lon")
-    if not -90.0 <= lat <= 90.0:
-        raise InvalidPing(f"lat {lat} outside -90..90")
-    if not -180.0 <= lon <= 180.0:
-        raise InvalidPing(f"lon {lon} outside -180..180")
+    if not -MAX_LAT <= lat <= MAX_LAT:
+        raise InvalidPing(f"lat {lat} outside -{MAX_LAT:g}..{MAX_LAT:g}")
+    if not -MAX_LON <= lon <= MAX_LON:
+        raise InvalidPing(f"lon {lon} outside -{MAX_LON:g}..{MAX_LON:g}")
     accuracy_m = None
     if obj.get("accuracy_m") is not None:
         accuracy_m = _number(obj, "accuracy_m")
         if accuracy_m < 0:
             raise InvalidPing(f"accuracy_m must be >= 0, got {accuracy_m}")
     unit_type = obj.get("unit_type")
-    if unit_type is not None and (not isinstance(unit_type, str) or not 1 <= len(unit_type) <= 64):
-        raise InvalidPing("unit_type must be a string of 1-64 characters")
+    if unit_type is not None and (
+        not isinstance(unit_type, str) or not 1 <= len(unit_type) <= MAX_UNIT_TYPE_CHARS
+    ):
+        raise InvalidPing(f"unit_type must be a string of 1-{MAX_UNIT_TYPE_CHARS} characters")
     return Ping(unit_id, ts_ms, lat, lon, accuracy_m, _SHARED_TYPES.get(unit_type, unit_type))
+
+
+_UnitType = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_UNIT_TYPE_CHARS)]
 
 
 class _UsualPing(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -159,14 +170,13 @@ class _UsualPing(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
     unit_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_UNIT_ID_CHARS)]
     ts: str
-    lat: Annotated[float, msgspec.Meta(ge=-90.0, le=90.0)]
-    lon: Annotated[float, msgspec.Meta(ge=-180.0, le=180.0)]
+    lat: Annotated[float, msgspec.Meta(ge=-MAX_LAT, le=MAX_LAT)]
+    lon: Annotated[float, msgspec.Meta(ge=-MAX_LON, le=MAX_LON)]
     accuracy_m: Annotated[float, msgspec.Meta(ge=0.0)] | None = None
-    unit_type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    unit_type: _UnitType | None = None
 
 
 _decode_usual = msgspec.json.Decoder(_UsualPing).decode
-_NOT_USUAL = (msgspec.DecodeError, msgspec.ValidationError)
 
 
 def decode_ping(raw: bytes | None) -> Ping:
@@ -177,11 +187,8 @@ def decode_ping(raw: bytes | None) -> Ping:
         raise InvalidPing(f"value too large: {len(raw)} bytes > {MAX_PING_BYTES}")
     try:
         usual = _decode_usual(raw)
-    except _NOT_USUAL:
-        return decode_with_orjson(raw)
-    try:
         ts_ms = parse_rfc3339_ms(usual.ts)
-    except ValueError:
+    except ValueError:  # msgspec's DecodeError and ValidationError are ValueErrors
         return decode_with_orjson(raw)
     if not _MIN_TS_MS <= ts_ms <= _MAX_TS_MS:
         return decode_with_orjson(raw)

@@ -26,6 +26,7 @@ from geofences.pings import Ping, decode_ping
 from geofences.presence import (
     DwellEvent,
     Event,
+    Outcome,
     PresenceSettings,
     UnitState,
     expire,
@@ -238,13 +239,19 @@ class PresenceStage:
             return None
         return signal_deadline_ms(state, self.settings)
 
-    def _remember(self, unit_id: str, state: UnitState, partition: int) -> None:
+    def _remember(self, unit_id: str, state: UnitState, partition: int) -> bool:
+        """Cache the unit's state in ``partition``; returns whether it was not there before."""
         deadline = signal_deadline_ms(state, self.settings)
-        previous = None if deadline is None else self._deadline(unit_id, partition)
+        before = self.states.get(unit_id)
+        moved = self.partition_of.get(unit_id) != partition
         self.states[unit_id] = state
-        self.partition_of[unit_id] = partition
+        if moved:
+            self.partition_of[unit_id] = partition
+        if deadline is None:
+            return moved
+        previous = None if moved or before is None else signal_deadline_ms(before, self.settings)
         # A deadline that moved later (every ping) is found when its old entry comes due.
-        if deadline is not None and (previous is None or deadline < previous):
+        if previous is None or deadline < previous:
             wheel = self._due.get(partition)
             if wheel is None:
                 wheel = self._due[partition] = DeadlineWheel()
@@ -255,6 +262,7 @@ class PresenceStage:
                     for u, p in self.partition_of.items()
                     if p == partition and (d := self._deadline(u, p)) is not None
                 )
+        return moved
 
     def restore(self, items: Iterable[tuple[bytes, bytes]], partitions: Collection[int]) -> int:
         """Load states recovered from the changelog for ``partitions``; returns how many."""
@@ -357,8 +365,7 @@ class PresenceStage:
         pings since then are either redelivered (and replayed to the same result) or only move
         ``last_ms``, which decides nothing but whether a late ping is late (README: Performance).
         """
-        moved = self.partition_of.get(unit_id) != partition
-        self._remember(unit_id, state, partition)
+        moved = self._remember(unit_id, state, partition)
         if moved or state.visits or events or type_changed or self._stale(unit_id, state):
             self._note_written(unit_id, state)
             self._unwritten[unit_id] = partition
@@ -435,16 +442,13 @@ class PresenceStage:
         inside_of = group_matches(len(pings), point_idx, hotspot_idx, self._one_of)
 
         states = self.states
-        outcomes = out.outcomes
         orphaned = self.orphaned
         max_ts = self.partition_max_ts
         first_ts = self.first_ts
-        distance, settings, commit, add_update = (
-            self._distance,
-            self.settings,
-            self._commit,
-            out.add_update,
-        )
+        distance, settings, commit = self._distance, self.settings, self._commit
+        add_update = out.add_update if out.coalesce_inside else out.visit_updates.append
+        results: list[Outcome] = []
+        count = results.append
         new = tuple.__new__
         for record, ping, inside in zip(kept, pings, inside_of, strict=True):
             unit_id, ts_ms = ping.unit_id, ping.ts_ms
@@ -459,7 +463,7 @@ class PresenceStage:
                 orphaned.discard(unit_id)
                 state, removed = remove_hotspots(unit_id, state, self.known_hotspots)
             result = observe(state, ping, inside, distance, settings)
-            outcomes[result.outcome] += 1  # a StrEnum: counted under its value
+            count(result.outcome)
             after = result.state
             if after is not state or removed:
                 commit(
@@ -488,4 +492,5 @@ class PresenceStage:
                                 ),
                             )
                         )
+        out.outcomes.update(results)  # StrEnums: counted under their values
         return out

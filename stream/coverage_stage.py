@@ -429,9 +429,10 @@ class CoverageStage:
                 self._advance(hotspot_id, live_now_ms, out)
         else:
             due = touched | self._due(clock_moved & set(owned))
+            watermarks = {p: self.watermark_ms(p) for p in self.clock_parts}
             for hotspot_id in sorted(due):
                 partition = self.partition_of[hotspot_id]
-                watermark = self.watermark_ms(partition)
+                watermark = watermarks.get(partition)
                 if watermark is not None:
                     self.ledger(hotspot_id, store)
                     self._catch_up(hotspot_id, watermark, out, prior.get(partition))

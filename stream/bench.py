@@ -587,6 +587,9 @@ def run_throughput(
                     "record",
                     "--pid",
                     str(procs[0].process.pid),
+                    # only the thread holding the GIL: the worker's consumer thread waiting
+                    # for it would otherwise count as busy
+                    "--gil",
                     "--rate",
                     "250",
                     "--format",
@@ -1044,5 +1047,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="measurements to leave out",
     )
     parser.add_argument(
-        "--profile", default=None, help="py-spy raw profile of the one-worker run to this file"
+        "--profile",
+        default=None,
+        help="py-spy raw profile (GIL holder only) of the one-worker run to this file",
     )

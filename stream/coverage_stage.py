@@ -404,6 +404,9 @@ class CoverageStage:
         touched: set[str] = set()
         clock_moved: set[int] = set()
         prior = {p: self.watermark_ms(p) for p in self.clock_parts}
+        #: visit updates by hot spot, in arrival order, gathered from consecutive records: a
+        #: hot spot's updates of many presence batches are taken at once
+        gathered: dict[str, list[list[Any]]] = {}
         for record in records:
             message: list[Any] = orjson.loads(record.value or b"null")
             kind = message[0]
@@ -420,9 +423,18 @@ class CoverageStage:
             if kind == "visits" or kind == "updates":
                 by_spot = message[1] if kind == "visits" else grouped_updates(message[1])
                 for hotspot_id, updates in by_spot.items():
-                    self._take(hotspot_id, updates, store, live_now_ms, touched)
+                    earlier = gathered.get(hotspot_id)
+                    if earlier is None:
+                        gathered[hotspot_id] = updates
+                    else:
+                        earlier += updates
                 continue
+            for hotspot_id, updates in gathered.items():  # before what comes after them
+                self._take(hotspot_id, updates, store, live_now_ms, touched)
+            gathered = {}
             self._take((record.key or b"").decode(), [message], store, live_now_ms, touched)
+        for hotspot_id, updates in gathered.items():
+            self._take(hotspot_id, updates, store, live_now_ms, touched)
 
         if live_now_ms is not None:
             for hotspot_id in sorted(touched):

@@ -287,6 +287,53 @@ def test_visiting_only_due_hotspots_decides_exactly_the_same(seed: int) -> None:
     assert lazy_store == eager_store
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_presence_batches_taken_together_decide_exactly_the_same(seed: int) -> None:
+    """Event clock: a stage batch holding the records of several presence batches (the stage
+    takes each hot spot's updates of all of them at once) fires the same alerts at the same
+    times, and stores the same ledgers, as one presence batch a stage batch."""
+    rng = random.Random(seed)
+    (alone, alone_store), (together, together_store) = side_by_side(10, 4)
+    got: list[tuple[str, str, int]] = []
+    want: list[tuple[str, str, int]] = []
+    first = T0 - 30 * MIN
+    group: list[Record] = []
+    days = random_day(rng, 10)
+    for number, batch in enumerate(days):
+        watermark = max(u.ts_ms for u in batch) - rng.choice([0, 0, 10_000, 5 * MIN])
+        records = event_records(alone, batch, {"pings:0": watermark}, first, number)
+        out = alone.process(records, alone_store, None, range(4))
+        apply_writes(alone_store, alone.take_writes())
+        want += [(a.alert_id, a.type, a.ts_ms) for a in out.decided]
+        group += records
+        if rng.random() < 0.3 or number == len(days) - 1:
+            out = together.process(group, together_store, None, range(4))
+            apply_writes(together_store, together.take_writes())
+            got += [(a.alert_id, a.type, a.ts_ms) for a in out.decided]
+            group = []
+    end = event_records(alone, [], {"pings:0": T0 + 600 * MIN}, first, 10**6)
+    for stage, store, alerts in ((alone, alone_store, want), (together, together_store, got)):
+        out = stage.process(end, store, None, range(4))
+        apply_writes(store, stage.take_writes())
+        alerts += [(a.alert_id, a.type, a.ts_ms) for a in out.decided]
+    assert sorted(got) == sorted(want)
+    assert {t for _, t, _ in want} >= {"met", "gap"}
+    assert without_clocks(together_store) == without_clocks(alone_store)
+
+
+def without_clocks(store: dict[bytes, bytes]) -> dict[bytes, Any]:
+    """The store's entries, decoded, without each header's clock: a header is written when
+    it changes, not when only its clock moves, so the clock stored is the one of the last
+    write, which depends on when writes were taken."""
+    entries: dict[bytes, Any] = {}
+    for key, raw in store.items():
+        value = orjson.loads(raw)
+        if isinstance(value, dict):
+            value["ledger"].pop("now_ms")
+        entries[key] = value
+    return entries
+
+
 def as_written_before_chunks(store: dict[bytes, bytes]) -> dict[bytes, bytes]:
     """The same state as the stage stored it before pending chunks: each hot spot's pending
     updates in its header."""

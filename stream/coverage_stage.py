@@ -429,12 +429,10 @@ class CoverageStage:
                     else:
                         earlier += updates
                 continue
-            for hotspot_id, updates in gathered.items():  # before what comes after them
-                self._take(hotspot_id, updates, store, live_now_ms, touched)
+            self._take_gathered(gathered, store, live_now_ms, touched)  # before what follows
             gathered = {}
             self._take((record.key or b"").decode(), [message], store, live_now_ms, touched)
-        for hotspot_id, updates in gathered.items():
-            self._take(hotspot_id, updates, store, live_now_ms, touched)
+        self._take_gathered(gathered, store, live_now_ms, touched)
 
         if live_now_ms is not None:
             for hotspot_id in sorted(touched):
@@ -496,6 +494,18 @@ class CoverageStage:
             heap[:] = [(w, h) for h, w in wake_of.items()]
             heapq.heapify(heap)
 
+    def _take_gathered(
+        self,
+        gathered: dict[str, list[list[Any]]],
+        store: Mapping[bytes, bytes],
+        live_now_ms: int | None,
+        touched: set[str],
+    ) -> None:
+        watermarks = {p: self.watermark_ms(p) for p in self.clock_parts}
+        for hotspot_id, updates in gathered.items():
+            watermark = watermarks.get(self.partition_of.get(hotspot_id, -1))
+            self._take(hotspot_id, updates, store, live_now_ms, touched, watermark)
+
     def _take(
         self,
         hotspot_id: str,
@@ -503,9 +513,13 @@ class CoverageStage:
         store: Mapping[bytes, bytes],
         live_now_ms: int | None,
         touched: set[str],
+        watermark_ms: int | None = None,
     ) -> None:
         """A hot spot's updates (``[kind, unit_id, unit_type, ts_ms, enter_ms]``, in order) or
-        an assignment: applied now (live), or kept until the watermark passes them (event)."""
+        an assignment: applied now (live), or kept until the watermark passes them (event).
+
+        ``watermark_ms``: the partition's watermark as the records so far have it. The batch
+        applies the updates it has passed before it ends; only the others wait, as kept."""
         if hotspot_id not in self.file_windows:
             return
         ledger = self.ledger(hotspot_id, store)
@@ -516,7 +530,7 @@ class CoverageStage:
                 self.assigned[hotspot_id] = add_window(self.assigned[hotspot_id], window)
             ledger.set_windows(self._windows(hotspot_id, self.assigned[hotspot_id]))
         elif live_now_ms is None:
-            messages = kept_updates(messages)
+            messages = kept_updates(messages, after_ms=watermark_ms)
             pending = self.pending[hotspot_id]
             if (pending and messages[0][3] < pending[-1][3]) or not _in_ts_order(messages):
                 for message in messages:

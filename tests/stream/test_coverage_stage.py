@@ -321,6 +321,31 @@ def test_presence_batches_taken_together_decide_exactly_the_same(seed: int) -> N
     assert without_clocks(together_store) == without_clocks(alone_store)
 
 
+def test_updates_the_watermark_has_not_reached_wait_in_their_kept_form() -> None:
+    """Event clock: what waits for the watermark is held as ``kept_updates`` makes it (tuples
+    sharing their kind and unit type strings), whether it came before the clock or after."""
+    (stage, store), _ = side_by_side(4, 2)
+    first = T0 - 30 * MIN
+    spot = "HS-01"
+    batch = [VisitUpdate("enter", spot, "U1", "police", T0, T0)] + [
+        VisitUpdate("inside", spot, "U1", "police", T0 + n * 10_000, T0) for n in range(1, 30)
+    ]
+    stage.process(
+        event_records(stage, batch, {"pings:0": T0 + 95_000}, first, 0), store, None, [0, 1]
+    )
+    later = [
+        VisitUpdate("inside", spot, "U1", "police", T0 + n * 10_000, T0) for n in range(30, 40)
+    ]
+    stage.process(
+        event_records(stage, later, {"pings:0": T0 + 95_000}, first, 1), store, None, [0, 1]
+    )
+    waiting = stage.pending[spot]
+    assert [u[3] for u in waiting] == [T0 + n * 10_000 for n in range(10, 40)]
+    assert all(type(u) is tuple for u in waiting)
+    assert len({id(u[0]) for u in waiting}) == 1
+    assert len({id(u[2]) for u in waiting}) == 1
+
+
 def without_clocks(store: dict[bytes, bytes]) -> dict[bytes, Any]:
     """The store's entries, decoded, without each header's clock: a header is written when
     it changes, not when only its clock moves, so the clock stored is the one of the last

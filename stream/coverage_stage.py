@@ -55,16 +55,17 @@ def update_messages(
     is per event, and a batch of pings inside hot spots makes almost as many updates as pings.
     Grouped, since a hot spot's ledger takes its updates together, and only a hot spot's own
     updates need an order."""
-    grouped: dict[int, dict[str, list[tuple[str, str, str, int, int]]]] = {}
+    by_spot: dict[str, list[tuple[Any, ...]]] = {}
     for u in updates:
-        hotspot_id = u.hotspot_id
-        spots = grouped.get(partition_of[hotspot_id])
-        if spots is None:
-            spots = grouped[partition_of[hotspot_id]] = {}
-        entries = spots.get(hotspot_id)
+        entry = (u.kind, *u[2:])  # the update without its hot spot
+        entries = by_spot.get(u.hotspot_id)
         if entries is None:
-            entries = spots[hotspot_id] = []
-        entries.append((u.kind, u.unit_id, u.unit_type, u.ts_ms, u.enter_ms))
+            by_spot[u.hotspot_id] = [entry]
+        else:
+            entries.append(entry)
+    grouped: dict[int, dict[str, list[tuple[Any, ...]]]] = {}
+    for hotspot_id, entries in by_spot.items():
+        grouped.setdefault(partition_of[hotspot_id], {})[hotspot_id] = entries
     return [(p, orjson.dumps(["visits", spots])) for p, spots in sorted(grouped.items())]
 
 

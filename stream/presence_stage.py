@@ -418,6 +418,7 @@ class PresenceStage:
         out = StageOutput(coalesce_inside=self.coalesce_inside)
         kept: list[Consumed] = []
         pings: list[Ping] = []
+        keep, take, pings_topic = kept.append, pings.append, self.pings_topic
         for record in records:
             try:
                 ping = decode_ping(record.value)
@@ -428,11 +429,11 @@ class PresenceStage:
                 out.outcomes["invalid"] += 1
                 continue
             unit_key = ping.unit_id.encode()
-            if record.topic == self.pings_topic and record.key != unit_key:
+            if record.topic == pings_topic and record.key != unit_key:
                 out.rekeyed.append((unit_key, record.value or b""))
                 continue
-            kept.append(record)
-            pings.append(ping)
+            keep(record)
+            take(ping)
         if not pings:
             return out
 

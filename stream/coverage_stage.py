@@ -375,6 +375,10 @@ class CoverageStage:
         self._watermarks[partition] = watermark
         return watermark
 
+    def _watermarks_now(self) -> dict[int, int | None]:
+        """Each partition's watermark (``watermark_ms``), found once for a batch's hot spots."""
+        return {p: self.watermark_ms(p) for p in self.clock_parts}
+
     def advance_all(
         self, now_ms: int, partitions: Collection[int], store: Mapping[bytes, bytes]
     ) -> CoverageOutput:
@@ -440,7 +444,7 @@ class CoverageStage:
                 self._advance(hotspot_id, live_now_ms, out)
         else:
             due = touched | self._due(clock_moved & set(owned))
-            watermarks = {p: self.watermark_ms(p) for p in self.clock_parts}
+            watermarks = self._watermarks_now()
             for hotspot_id in sorted(due):
                 partition = self.partition_of[hotspot_id]
                 watermark = watermarks.get(partition)
@@ -502,7 +506,7 @@ class CoverageStage:
         live_now_ms: int | None,
         touched: set[str],
     ) -> None:
-        watermarks = {p: self.watermark_ms(p) for p in self.clock_parts}
+        watermarks = self._watermarks_now() if live_now_ms is None else {}
         for hotspot_id, updates in gathered.items():
             watermark = watermarks.get(self.partition_of.get(hotspot_id, -1))
             self._take(hotspot_id, updates, store, live_now_ms, touched, watermark)

@@ -54,8 +54,8 @@ def kept_updates(updates: Iterable[Update], after_ms: int | None = None) -> list
     100,000 units (``hotspot bench``, memory).
 
     With ``after_ms``, only the updates after it: the others are applied before their batch
-    ends, so are left as they are (most updates: converting them was a tenth of the coverage
-    stage)."""
+    ends, so are left as they are (converting every update cost the coverage stage 6 % of its
+    instructions in process)."""
     intern = sys.intern
     if after_ms is None:
         return [

@@ -240,7 +240,8 @@ class PresenceStage:
         return signal_deadline_ms(state, self.settings)
 
     def _remember(self, unit_id: str, state: UnitState, partition: int) -> bool:
-        """Cache the unit's state in ``partition``; returns whether it was not there before."""
+        """Cache the unit's state in ``partition``; returns whether the unit was cached in
+        another partition, or not at all."""
         deadline = signal_deadline_ms(state, self.settings)
         before = self.states.get(unit_id)
         moved = self.partition_of.get(unit_id) != partition

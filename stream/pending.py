@@ -57,13 +57,11 @@ def kept_updates(updates: Iterable[Update], after_ms: int | None = None) -> list
     ends, so are left as they are (converting every update cost the coverage stage 6 % of its
     instructions in process)."""
     intern = sys.intern
-    if after_ms is None:
-        return [
-            (intern(kind), unit_id, intern(unit_type), ts_ms, enter_ms)
-            for kind, unit_id, unit_type, ts_ms, enter_ms in updates
-        ]
     return [
-        u if u[3] <= after_ms else (intern(u[0]), u[1], intern(u[2]), u[3], u[4]) for u in updates
+        u
+        if after_ms is not None and u[3] <= after_ms
+        else (intern(u[0]), u[1], intern(u[2]), u[3], u[4])
+        for u in updates
     ]
 
 
@@ -105,7 +103,8 @@ class PendingLog:
             self._chunks.append(_Chunk(slot, seq, sorted(map(_entry_ts, entries))))
             for entry in entries:
                 if self.written_ms is None or _entry_ts(entry) > self.written_ms:
-                    self.restored.setdefault(entry[0], []).extend(kept_updates([entry[1:]]))
+                    self.restored.setdefault(entry[0], []).append(entry[1:])
+        self.restored = {h: kept_updates(updates) for h, updates in self.restored.items()}
         self._next_seq = self._chunks[-1].seq + 1 if self._chunks else 0
         #: updates added since the last write, by hot spot, as added
         self._fresh: list[tuple[str, list[Update]]] = []

@@ -154,3 +154,47 @@ def test_on_tansu_the_worker_fetches_with_a_short_wait() -> None:
         return before, after
 
     assert asyncio.run(waits()) == (1500, tansu.FETCH_WAIT_MS)
+
+
+def test_a_consumer_behind_fetches_with_the_longer_wait(broker: EmbeddedBroker) -> None:
+    """Behind by thousands of records, the Fetches for the idle partitions wait
+    ``BEHIND_FETCH_WAIT_MS`` (each held Fetch costs Tansu CPU the worker shares); caught up,
+    the short wait that keeps live latency low is back."""
+    total = 3 * tansu.BEHIND_RECORDS
+
+    async def waits() -> tuple[int, int, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await admin.start()
+        await admin.create_topics([NewTopic("backlog", 4, 1)])
+        await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=20)
+        await producer.start()
+        sent = [await producer.send("backlog", b"%d" % i, partition=i % 4) for i in range(total)]
+        await asyncio.gather(*sent)
+        await producer.stop()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=broker.bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=tansu.FETCH_WAIT_MS,
+        )
+        await consumer.start()
+        try:
+            tansu.wait_by_backlog(consumer._fetcher)
+            tps = [TopicPartition("backlog", p) for p in range(4)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            taken = 0
+            while taken < tansu.BEHIND_RECORDS:
+                batch = await consumer.getmany(timeout_ms=5000, max_records=1000)
+                taken += sum(len(r) for r in batch.values())
+            await asyncio.sleep(0.5)  # the fetcher plans its next Fetch
+            behind = consumer._fetcher._fetch_max_wait_ms
+            while taken < total:
+                batch = await consumer.getmany(timeout_ms=5000)
+                taken += sum(len(r) for r in batch.values())
+            await asyncio.sleep(0.5)
+            return taken, behind, consumer._fetcher._fetch_max_wait_ms
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(waits()) == (total, tansu.BEHIND_FETCH_WAIT_MS, tansu.FETCH_WAIT_MS)

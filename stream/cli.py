@@ -126,7 +126,7 @@ def run_worker(settings: Settings) -> int:
     from stream import memory, tansu
 
     memory.fix_mmap_threshold()
-    from stream.topics import BrokerUnreachable, prepare_broker
+    from stream.topics import BrokerUnreachable, TopicPlan, prepare_broker
 
     try:
         collection = load_collection(settings.geofences)
@@ -143,7 +143,8 @@ def run_worker(settings: Settings) -> int:
         tansu.is_tansu(info.cluster_id)
         and os.environ.get("HOTSPOT_BROKER_WORKAROUNDS", "auto") != "off"
     ):
-        tansu.install(settings.bootstrap_servers[0])
+        plan = TopicPlan(settings.topics, settings.app_id, info.partitions)
+        tansu.install(settings.bootstrap_servers[0], (settings.topics.pings, plan.rekeyed))
 
     import faust
 

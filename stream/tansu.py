@@ -22,7 +22,8 @@ worker that is behind is the worst case: aiokafka keeps fetching the partitions 
 records for, which are the idle ones (the internal topics and changelogs), so 20 to 40 held,
 empty Fetches a second went out while the pings waited in the client's buffer; counted in a
 worker replaying the bench's million pings. While the consumer is at least
-:data:`BEHIND_RECORDS` records behind (high watermarks minus positions), those Fetches wait
+:data:`BEHIND_RECORDS` records behind on the pings (high watermarks minus positions; not the
+coverage agent's topic, which it takes in 2 s batches even when live), those Fetches wait
 :data:`BEHIND_FETCH_WAIT_MS` instead (:func:`wait_by_backlog`): the records it is behind on
 are already there to read, so no ping waits on the longer hold. Caught up, the short wait
 is back for the next Fetch.
@@ -34,7 +35,7 @@ worker talks to a Tansu broker (:func:`is_tansu`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -48,9 +49,9 @@ _installed = False
 FETCH_WAIT_MS = 20
 #: the Fetch ``max_wait`` on Tansu while the worker is behind (see the module docstring)
 BEHIND_FETCH_WAIT_MS = 100
-#: records the worker's consumer is behind (fetched and not yet taken, or not yet fetched)
-#: from which it counts as behind: about a hundred times what a live 2,000 pings/s leaves
-#: between two fetches
+#: records the worker's consumer is behind on the pings (fetched and not yet taken, or not yet
+#: fetched) from which it counts as behind: at a live 2,000 pings/s it was never more than 284
+#: (``hotspot bench``'s latency row), replaying a backlog it is hundreds of thousands
 BEHIND_RECORDS = 5_000
 
 
@@ -64,22 +65,25 @@ def fetch_wait_ms(default: int = 500) -> int:
     return FETCH_WAIT_MS if _installed else default
 
 
-def records_behind(assignment: Any) -> int:
-    """Records an aiokafka consumer's partitions are behind their last known high watermarks."""
+def records_behind(assignment: Any, topics: Collection[str]) -> int:
+    """Records an aiokafka consumer's partitions of ``topics`` are behind their last known
+    high watermarks."""
     behind = 0
     for tp in assignment.tps:
-        state = assignment.state_value(tp)
-        if state.highwater is not None and state.has_valid_position:
-            behind += state.highwater - state.position
+        if tp.topic in topics:
+            state = assignment.state_value(tp)
+            if state.highwater is not None and state.has_valid_position:
+                behind += state.highwater - state.position
     return behind
 
 
-def wait_by_backlog(fetcher: Any) -> None:
-    """Make an aiokafka ``Fetcher`` choose each Fetch's ``max_wait`` by how far behind it is."""
+def wait_by_backlog(fetcher: Any, topics: Collection[str]) -> None:
+    """Make an aiokafka ``Fetcher`` choose each Fetch's ``max_wait`` by how far behind it is
+    on ``topics``."""
     actions_per_node = fetcher._get_actions_per_node
 
     def actions_with_wait(assignment: Any) -> Any:
-        behind = records_behind(assignment) >= BEHIND_RECORDS
+        behind = records_behind(assignment, topics) >= BEHIND_RECORDS
         fetcher._fetch_max_wait_ms = BEHIND_FETCH_WAIT_MS if behind else FETCH_WAIT_MS
         return actions_per_node(assignment)
 
@@ -123,8 +127,9 @@ async def true_end_offsets(
     return result
 
 
-def install(bootstrap: str) -> None:
-    """Patch Faust's aiokafka consumer thread so table recovery sees the true end offsets."""
+def install(bootstrap: str, ping_topics: Collection[str]) -> None:
+    """Patch Faust's aiokafka consumer thread so table recovery sees the true end offsets and
+    the worker's consumer fetches with a short wait, longer while behind on ``ping_topics``."""
     global _installed
     if _installed:
         return
@@ -155,7 +160,7 @@ def install(bootstrap: str) -> None:
 
         async def start_waiting_by_backlog() -> None:
             await start()
-            wait_by_backlog(consumer._fetcher)
+            wait_by_backlog(consumer._fetcher, frozenset(ping_topics))
 
         consumer.start = start_waiting_by_backlog  # type: ignore[method-assign]
         return consumer

@@ -28,8 +28,8 @@ coverage agent's topic, which it takes in 2 s batches even when live), those Fet
 are already there to read, so no ping waits on the longer hold. Caught up, the short wait
 is back for the next Fetch.
 
-:func:`install` makes Faust's aiokafka consumer thread do all of this; it is applied only when the
-worker talks to a Tansu broker (:func:`is_tansu`).
+:func:`install` makes Faust's aiokafka consumer thread do all of this; it is applied only
+when the worker talks to a Tansu broker (:func:`is_tansu`).
 """
 
 from __future__ import annotations

@@ -376,7 +376,7 @@ class CoverageStage:
         return watermark
 
     def _watermarks_now(self) -> dict[int, int | None]:
-        """Each partition's watermark (``watermark_ms``), found once for a batch's hot spots."""
+        """Each partition's watermark (``watermark_ms``), found once for many hot spots."""
         return {p: self.watermark_ms(p) for p in self.clock_parts}
 
     def advance_all(
@@ -408,7 +408,7 @@ class CoverageStage:
         out = CoverageOutput()
         touched: set[str] = set()
         clock_moved: set[int] = set()
-        prior = {p: self.watermark_ms(p) for p in self.clock_parts}
+        prior = self._watermarks_now()
         #: visit updates by hot spot, in arrival order, gathered from consecutive records: a
         #: hot spot's updates of many presence batches are taken at once
         gathered: dict[str, list[list[Any]]] = {}
@@ -506,6 +506,8 @@ class CoverageStage:
         live_now_ms: int | None,
         touched: set[str],
     ) -> None:
+        if not gathered:
+            return
         watermarks = self._watermarks_now() if live_now_ms is None else {}
         for hotspot_id, updates in gathered.items():
             watermark = watermarks.get(self.partition_of.get(hotspot_id, -1))

@@ -121,6 +121,11 @@ class StageOutput:
                 self._pending_inside.pop(key, None)
         self.visit_updates.append(update)
 
+    def update_adder(self) -> Callable[[VisitUpdate], None]:
+        """:meth:`add_update`, or the plain append it comes to when not coalescing: bound once
+        a batch, a call less an update."""
+        return self.add_update if self.coalesce_inside else self.visit_updates.append
+
 
 def dead_letter(record: Consumed, error: str) -> bytes:
     """Contract §2 DeadLetter for a record; ``raw`` is text, or base64 if not UTF-8."""
@@ -448,7 +453,7 @@ class PresenceStage:
         max_ts = self.partition_max_ts
         first_ts = self.first_ts
         distance, settings, commit = self._distance, self.settings, self._commit
-        add_update = out.add_update if out.coalesce_inside else out.visit_updates.append
+        add_update = out.update_adder()
         results: list[Outcome] = []
         count = results.append
         new = tuple.__new__

@@ -26,7 +26,16 @@ from geofences.coverage import Alert, CoverageSettings, HotspotCoverage
 from geofences.errors import InvalidAssignment
 from geofences.hotspots import HotSpotCollection, Window, parse_window
 from geofences.windows import add_window, parse_assignment, window_to_obj
-from stream.pending import PendingLog, kept_updates, stored_chunks
+from stream.pending import (
+    ENTER,
+    EXIT,
+    INSIDE,
+    KIND_CODES,
+    PendingLog,
+    coded_update,
+    kept_updates,
+    stored_chunks,
+)
 from stream.presence_stage import Consumed, Message, VisitUpdate, compact_json, dead_letter
 
 _partitioner = DefaultPartitioner()
@@ -44,12 +53,19 @@ def partition_for(key: bytes, partitions: int) -> int:
     return int(_partitioner(key, every, every))
 
 
+#: the kind of a message of visit updates grouped by hot spot, their kinds coded
+#: (``stream.pending.KIND_CODES``); ``"visits"`` has them as strings, ``"updates"`` ungrouped:
+#: both still read, as a worker before the upgrade may have left them in the topic
+VISITS = "visits2"
+
+
 def update_messages(
     updates: Sequence[VisitUpdate], partition_of: Mapping[str, int]
 ) -> list[tuple[int, bytes]]:
     """A batch's visit updates as one message per coverage partition, grouped by hot spot,
     each hot spot's keeping their order:
-    ``["visits", {hotspot_id: [[kind, unit_id, unit_type, ts_ms, enter_ms], ...], ...}]``.
+    ``["visits2", {hotspot_id: [[kind, unit_id, unit_type, ts_ms, enter_ms], ...], ...}]``,
+    each update as :data:`stream.pending.Update` describes.
 
     One Faust event per partition and batch instead of one per update: the coverage agent's cost
     is per event, and a batch of pings inside hot spots makes almost as many updates as pings.
@@ -57,7 +73,11 @@ def update_messages(
     updates need an order."""
     by_spot: dict[str, list[tuple[Any, ...]]] = {}
     for u in updates:
-        entry = (u.kind, *u[2:])  # the update without its hot spot
+        kind = KIND_CODES[u.kind]
+        if kind == INSIDE:
+            entry: tuple[Any, ...] = (INSIDE, u.unit_id, None, u.ts_ms, None)
+        else:
+            entry = (kind, u.unit_id, u.unit_type, u.ts_ms, u.enter_ms if kind == EXIT else None)
         entries = by_spot.get(u.hotspot_id)
         if entries is None:
             by_spot[u.hotspot_id] = [entry]
@@ -66,15 +86,19 @@ def update_messages(
     grouped: dict[int, dict[str, list[tuple[Any, ...]]]] = {}
     for hotspot_id, entries in by_spot.items():
         grouped.setdefault(partition_of[hotspot_id], {})[hotspot_id] = entries
-    return [(p, orjson.dumps(["visits", spots])) for p, spots in sorted(grouped.items())]
+    return [(p, orjson.dumps([VISITS, spots])) for p, spots in sorted(grouped.items())]
 
 
-def grouped_updates(entries: Sequence[list[Any]]) -> dict[str, list[list[Any]]]:
-    """Updates as written before they were grouped (``["updates", [[hotspot_id, kind, unit_id,
-    unit_type, ts_ms, enter_ms], ...]]``, still in the topic after an upgrade), grouped."""
+def grouped_updates(message: list[Any]) -> dict[str, list[list[Any]]]:
+    """The updates of a message written before kinds were coded, grouped by hot spot and
+    coded: ``["visits", {hotspot_id: [update, ...]}]``, or before they were grouped,
+    ``["updates", [[hotspot_id, kind, unit_id, unit_type, ts_ms, enter_ms], ...]]``."""
+    kind, body = message
+    if kind == "visits":
+        return {h: [coded_update(u) for u in updates] for h, updates in body.items()}
     grouped: dict[str, list[list[Any]]] = {}
-    for hotspot_id, *update in entries:
-        grouped.setdefault(hotspot_id, []).append(update)
+    for hotspot_id, *update in body:
+        grouped.setdefault(hotspot_id, []).append(coded_update(update))
     return grouped
 
 
@@ -165,7 +189,7 @@ class CoverageStage:
             snapshot = orjson.loads(raw)
             assigned = tuple(parse_window(w, "stored assignment") for w in snapshot["assigned"])
             if "pending" in snapshot:  # a header as written before pending chunks
-                written_before = kept_updates(snapshot["pending"])
+                written_before = kept_updates(map(coded_update, snapshot["pending"]))
                 pending += written_before
                 log.add(hotspot_id, written_before)
                 self._rewrite.add(hotspot_id)
@@ -352,11 +376,11 @@ class CoverageStage:
     @staticmethod
     def _apply(ledger: HotspotCoverage, message: list[Any]) -> None:
         kind, unit_id, unit_type, ts_ms, enter_ms = message
-        if kind == "inside":  # most updates
+        if kind == INSIDE:  # most updates
             ledger.visit_progress(unit_id, ts_ms)
-        elif kind == "enter":
+        elif kind == ENTER:
             ledger.visit_started(unit_id, unit_type, ts_ms)
-        elif kind == "exit":
+        elif kind == EXIT:
             ledger.visit_ended(unit_id, ts_ms, enter_ms, unit_type)
 
     # -- time -------------------------------------------------------------------------------
@@ -425,8 +449,8 @@ class CoverageStage:
                         parts[part] = ts_ms
                         clock_moved.add(record.partition)
                 continue
-            if kind == "visits" or kind == "updates":
-                by_spot = message[1] if kind == "visits" else grouped_updates(message[1])
+            if kind == VISITS or kind == "visits" or kind == "updates":
+                by_spot = message[1] if kind == VISITS else grouped_updates(message)
                 for hotspot_id, updates in by_spot.items():
                     earlier = gathered.get(hotspot_id)
                     if earlier is None:
@@ -436,6 +460,8 @@ class CoverageStage:
                 continue
             self._take_gathered(gathered, store, live_now_ms, touched)  # before what follows
             gathered = {}
+            if kind != "assign":  # one update a record, as written before they were grouped
+                message = coded_update(message)
             self._take((record.key or b"").decode(), [message], store, live_now_ms, touched)
         self._take_gathered(gathered, store, live_now_ms, touched)
 

@@ -40,18 +40,40 @@ from stream.presence_stage import compact_json
 #: starts with, as visits' keys do (``coverage_stage.VISIT_KEY_PREFIX``)
 PENDING_KEY_PREFIX = b"\x01"
 
-#: ``[kind, unit_id, unit_type, ts_ms, enter_ms]``: as decoded (a list) or as kept (a tuple)
+#: ``[kind, unit_id, unit_type, ts_ms, enter_ms]``: as decoded (a list) or as kept (a tuple).
+#: ``kind`` is a code (:data:`KIND_CODES`); an ``INSIDE`` update carries neither unit type nor
+#: enter time (``null``), and an ``ENTER`` no enter time (its ts is that): the ledger does not
+#: read them (``CoverageStage._apply``).
 Update = Sequence[Any]
+
+#: an update's kind as sent on the internal topic and kept: a small int, of which the
+#: interpreter holds one object for good, while every decoded kind or unit type string is a
+#: new 55 B object; a replay's batch decodes 200,000 updates at once (``hotspot bench``,
+#: memory), and the blocks they leave free stay the worker's
+ENTER, INSIDE, EXIT = 0, 1, 2
+KIND_CODES = {"enter": ENTER, "inside": INSIDE, "exit": EXIT}
+
+
+def coded_update(update: Sequence[Any]) -> list[Any]:
+    """An update as written before kinds were coded (``["inside", unit_id, unit_type, ts_ms,
+    enter_ms]``; still in the topic or the store after an upgrade), as written since."""
+    kind, unit_id, unit_type, ts_ms, enter_ms = update
+    code = KIND_CODES.get(kind, kind)
+    if code == INSIDE:
+        return [INSIDE, unit_id, None, ts_ms, None]
+    return [code, unit_id, unit_type, ts_ms, enter_ms if code == EXIT else None]
+
+
 #: a stored entry's ts (an update with its hot spot first: ``[hotspot_id, *update]``)
 _entry_ts = itemgetter(4)
 
 
 def kept_updates(updates: Iterable[Update], after_ms: int | None = None) -> list[Update]:
-    """Updates as kept until the watermark passes them: tuples, their kind and unit type the
-    interpreter's one copy of each. A decoded update is a list and three strings of its own
-    (380 B); in event mode updates wait for a slow pings partition, tens of thousands at once
-    in a replay, and the blocks they leave free were most of the worker's unused memory at
-    100,000 units (``hotspot bench``, memory).
+    """Updates as kept until the watermark passes them: tuples, their unit type the
+    interpreter's one copy of each. A decoded update is a list and objects of its own; in
+    event mode updates wait for a slow pings partition, tens of thousands at once in a replay,
+    and the blocks they leave free were most of the worker's unused memory at 100,000 units
+    (``hotspot bench``, memory).
 
     With ``after_ms``, only the updates after it: the others are applied before their batch
     ends, so are left as they are (converting every update cost the coverage stage 6 % of its
@@ -60,7 +82,7 @@ def kept_updates(updates: Iterable[Update], after_ms: int | None = None) -> list
     return [
         u
         if after_ms is not None and u[3] <= after_ms
-        else (intern(u[0]), u[1], intern(u[2]), u[3], u[4])
+        else (u[0], u[1], None if u[2] is None else intern(u[2]), u[3], u[4])
         for u in updates
     ]
 
@@ -103,7 +125,7 @@ class PendingLog:
             self._chunks.append(_Chunk(slot, seq, sorted(map(_entry_ts, entries))))
             for entry in entries:
                 if self.written_ms is None or _entry_ts(entry) > self.written_ms:
-                    self.restored.setdefault(entry[0], []).append(entry[1:])
+                    self.restored.setdefault(entry[0], []).append(coded_update(entry[1:]))
         self.restored = {h: kept_updates(updates) for h, updates in self.restored.items()}
         self._next_seq = self._chunks[-1].seq + 1 if self._chunks else 0
         #: updates added since the last write, by hot spot, as added

@@ -12,7 +12,15 @@ import pytest
 from geofences.coverage import CoverageSettings
 from geofences.hotspots import HotSpot, HotSpotCollection, Window
 from stream.coverage_stage import CoverageStage, clock_message, update_messages
-from stream.pending import PENDING_KEY_PREFIX, PendingLog, stored_chunks
+from stream.pending import (
+    ENTER,
+    EXIT,
+    INSIDE,
+    KIND_CODES,
+    PENDING_KEY_PREFIX,
+    PendingLog,
+    stored_chunks,
+)
 from stream.presence_stage import Record, VisitUpdate
 
 DAILY = frozenset(range(7))
@@ -43,25 +51,29 @@ def test_one_message_per_partition_keeping_each_hotspots_order() -> None:
     assert [p for p, _ in messages] == sorted({stage.partition_of[u.hotspot_id] for u in updates()})
     for partition, raw in messages:
         kind, by_spot = orjson.loads(raw)
-        assert kind == "visits"
+        assert kind == "visits2"
         expected: dict[str, list[list[Any]]] = {}
         for u in updates():
             if stage.partition_of[u.hotspot_id] == partition:
-                expected.setdefault(u.hotspot_id, []).append(
-                    [u.kind, u.unit_id, u.unit_type, u.ts_ms, u.enter_ms]
-                )
+                coded = {
+                    "enter": [ENTER, u.unit_id, u.unit_type, u.ts_ms, None],
+                    "inside": [INSIDE, u.unit_id, None, u.ts_ms, None],  # all the ledger reads
+                    "exit": [EXIT, u.unit_id, u.unit_type, u.ts_ms, u.enter_ms],
+                }
+                expected.setdefault(u.hotspot_id, []).append(coded[u.kind])
         assert by_spot == expected
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_grouped_old_and_single_updates_decide_the_same(seed: int) -> None:
     """Event clock, batches out of ts order (a presence batch holds several pings partitions'
-    pings): grouped messages, records of the old ``["updates", [[hotspot_id, kind, ...], ...]]``
-    shape (left in the topic by a worker before the upgrade) and one record per update give
-    the same alerts and store."""
+    pings): grouped messages, and the shapes a worker before an upgrade may have left in the
+    topic (grouped with kinds as strings, ``["visits", ...]``; the old ``["updates",
+    [[hotspot_id, kind, ...], ...]]``; one record per update) give the same alerts and
+    store."""
     rng = random.Random(seed)
     spots = spots_with((Window(DAILY, time(14), time(15), 10.0),), 6)
-    shapes = ("grouped", "old", "single")
+    shapes = ("grouped", "named", "old", "single")
     stages = {name: CoverageStage(spots, CoverageSettings(), 2) for name in shapes}
     got: dict[str, list[Any]] = {name: [] for name in shapes}
     stores: dict[str, dict[bytes, bytes]] = {name: {} for name in shapes}
@@ -72,6 +84,12 @@ def test_grouped_old_and_single_updates_decide_the_same(seed: int) -> None:
         clocks = [r for r in records if orjson.loads(r.value)[0] == "clock"]
         given = {
             "grouped": records,
+            "named": [
+                r._replace(value=orjson.dumps(["visits", named_shape(r.value)]))
+                for r in records
+                if r not in clocks
+            ]
+            + clocks,
             "old": [
                 r._replace(value=orjson.dumps(["updates", old_shape(r.value)]))
                 for r in records
@@ -87,15 +105,21 @@ def test_grouped_old_and_single_updates_decide_the_same(seed: int) -> None:
             out = stage.process(given[name], stores[name], None, range(2))
             apply_writes(stores[name], stage.take_writes())
             got[name] += [(a.alert_id, a.type, a.ts_ms) for a in out.decided]
-    assert got["grouped"] == got["old"] == got["single"]
+    assert got["grouped"] == got["named"] == got["old"] == got["single"]
     assert {t for _, t, _ in got["single"]} >= {"met"}
-    assert stores["grouped"] == stores["old"] == stores["single"]
+    assert stores["grouped"] == stores["named"] == stores["old"] == stores["single"]
+
+
+def named_shape(raw: bytes | None) -> dict[str, list[list[Any]]]:
+    """A grouped message's updates with their kinds named, as written before they were coded."""
+    _, by_spot = orjson.loads(raw or b"null")
+    names = {code: name for name, code in KIND_CODES.items()}
+    return {h: [[names[u[0]], *u[1:]] for u in updates] for h, updates in by_spot.items()}
 
 
 def old_shape(raw: bytes | None) -> list[list[Any]]:
     """A grouped message's updates in arrival order per hot spot, as the old shape had them."""
-    _, by_spot = orjson.loads(raw or b"null")
-    return [[hotspot_id, *u] for hotspot_id, updates in by_spot.items() for u in updates]
+    return [[h, *u] for h, updates in named_shape(raw).items() for u in updates]
 
 
 def test_batched_and_single_messages_decide_the_same_alerts() -> None:

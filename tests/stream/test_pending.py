@@ -5,10 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.pending import PENDING_KEY_PREFIX, PendingLog, kept_updates, pending_key, stored_chunks
+from stream.pending import (
+    ENTER,
+    EXIT,
+    INSIDE,
+    PENDING_KEY_PREFIX,
+    PendingLog,
+    kept_updates,
+    pending_key,
+    stored_chunks,
+)
 
 PARTITION = 3
 HOTSPOTS = ["HS-01", "HS-02"]
@@ -42,7 +52,7 @@ def test_a_restore_gives_what_was_pending_at_the_last_batch(ops: list[Any], cloc
     for number, (op, value) in enumerate(ops):
         if op == "add":
             hotspot_id, ts_ms = value
-            [update] = kept_updates([("inside", f"U{number}", "police", ts_ms, 0)])
+            [update] = kept_updates([(INSIDE, f"U{number}", None, ts_ms, None)])
             log.add(hotspot_id, [update])
             pending.append((hotspot_id, update))
         elif op == "batch":
@@ -82,16 +92,16 @@ def by_hotspot(entries: list[tuple[str, list[Any]]]) -> dict[str, list[list[Any]
 
 def test_a_used_up_chunk_gives_its_key_to_the_next_or_is_deleted() -> None:
     log = PendingLog(PARTITION)
-    log.add("HS-01", [["enter", "U1", "police", 10, 10]])
-    log.add("HS-01", [["inside", "U1", "police", 20, 10]])
+    log.add("HS-01", [[ENTER, "U1", "police", 10, None]])
+    log.add("HS-01", [[INSIDE, "U1", None, 20, None]])
     assert [key for key, _ in log.changes(5)] == [pending_key(PARTITION, 0)]
-    log.add("HS-02", [["enter", "U2", "police", 30, 30]])
+    log.add("HS-02", [[ENTER, "U2", "police", 30, None]])
     # the first chunk partly applied: a second chunk, with the watermark
     assert [(key, raw is None) for key, raw in log.changes(15)] == [
         (pending_key(PARTITION, 1), False)
     ]
     # the first chunk used up: its key goes to the next chunk
-    log.add("HS-02", [["inside", "U2", "police", 40, 30]])
+    log.add("HS-02", [[INSIDE, "U2", None, 40, None]])
     assert [(key, raw is None) for key, raw in log.changes(25)] == [
         (pending_key(PARTITION, 0), False)
     ]
@@ -100,3 +110,21 @@ def test_a_used_up_chunk_gives_its_key_to_the_next_or_is_deleted() -> None:
         (pending_key(PARTITION, 0), None),
         (pending_key(PARTITION, 1), None),
     ]
+
+
+def test_a_chunk_stored_before_kinds_were_coded_restores_coded() -> None:
+    """A chunk a worker wrote before the upgrade (kinds as strings, every field filled)."""
+    entries = [
+        ["HS-01", "enter", "U1", "police", 10, 10],
+        ["HS-01", "inside", "U1", "police", 20, 10],
+        ["HS-01", "exit", "U1", "police", 30, 10],
+    ]
+    raw = orjson.dumps([0, 5, entries])
+    log = PendingLog(PARTITION, [(0, raw)])
+    assert log.restored == {
+        "HS-01": [
+            (ENTER, "U1", "police", 10, None),
+            (INSIDE, "U1", None, 20, None),
+            (EXIT, "U1", "police", 30, 10),
+        ]
+    }

@@ -11,7 +11,8 @@ import pytest
 
 from geofences.coverage import CoverageSettings
 from geofences.hotspots import HotSpot, HotSpotCollection, Window
-from stream.coverage_stage import CoverageStage, clock_message, update_messages
+from stream import coverage_stage
+from stream.coverage_stage import CoverageStage, clock_message, record_slices, update_messages
 from stream.pending import (
     ENTER,
     EXIT,
@@ -583,3 +584,44 @@ def test_a_stage_that_flushes_every_few_batches_loses_nothing_in_a_crash(seed: i
         steady_restored = from_steady_store.ledger(hotspot_id, steady_store)
         assert restored.advance(end) == steady_restored.advance(end)
         assert restored.to_dict() == steady_restored.to_dict()
+
+
+def test_records_are_sliced_by_their_bytes_in_order() -> None:
+    records = [Record("visits", 0, n, None, b"x" * size) for n, size in enumerate([3, 4, 9, 1, 2])]
+    slices = [[r.offset for r in part] for part in record_slices(records, 7)]
+    assert slices == [[0, 1], [2], [3, 4]]
+    assert list(record_slices([], 7)) == []
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_batch_taken_in_slices_decides_as_taken_whole(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Event clock: however small the slices a batch is taken in, the same alerts at the same
+    times, the same ledgers and the same visits stored. Only clocks may differ: a ledger with
+    nothing due is not moved to the watermark (``_due``), as with any other batch boundary."""
+    rng = random.Random(seed)
+    spots = spots_with((Window(DAILY, time(14), time(15), 10.0),), 6)
+    records: list[Record] = []
+    for number, batch in enumerate(random_day(rng, 6)):
+        rng.shuffle(batch)
+        parts = {"pings:0": max(u.ts_ms for u in batch) - rng.choice([0, 3 * MIN])}
+        records += event_records(
+            CoverageStage(spots, CoverageSettings(), 2), batch, parts, T0 - 30 * MIN, number
+        )
+    got = {}
+    for name, most in (("whole", 1 << 30), ("sliced", 200)):
+        monkeypatch.setattr(coverage_stage, "SLICE_BYTES", most)
+        stage = CoverageStage(spots, CoverageSettings(), 2)
+        store: dict[bytes, bytes] = {}
+        decided: list[Any] = []
+        for start in range(0, len(records), 40):
+            out = stage.process(records[start : start + 40], store, None, range(2))
+            apply_writes(store, stage.take_writes())
+            decided += [(a.alert_id, a.type, a.ts_ms) for a in out.decided]
+        ledgers = {h: {**ledger.to_dict(), "now_ms": None} for h, ledger in stage.ledgers.items()}
+        visits = {k: v for k, v in store.items() if k[:1] == b"\x00"}
+        got[name] = (sorted(decided), ledgers, visits)
+    assert len(list(record_slices(records[:40], 200))) > 5
+    assert got["sliced"] == got["whole"]
+    assert {t for _, t, _ in got["whole"][0]} >= {"met"}

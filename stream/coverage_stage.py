@@ -30,8 +30,8 @@ from stream.pending import (
     ENTER,
     EXIT,
     INSIDE,
-    KIND_CODES,
     PendingLog,
+    Update,
     coded_update,
     kept_updates,
     stored_chunks,
@@ -43,7 +43,7 @@ _partitioner = DefaultPartitioner()
 _ts_of = itemgetter(3)
 
 
-def _in_ts_order(messages: Sequence[list[Any]]) -> bool:
+def _in_ts_order(messages: Sequence[Update]) -> bool:
     return all(a[3] <= b[3] for a, b in itertools.pairwise(messages))
 
 
@@ -95,11 +95,7 @@ def update_messages(
     updates need an order."""
     by_spot: dict[str, list[tuple[Any, ...]]] = {}
     for u in updates:
-        kind = KIND_CODES[u.kind]
-        if kind == INSIDE:
-            entry: tuple[Any, ...] = (INSIDE, u.unit_id, None, u.ts_ms, None)
-        else:
-            entry = (kind, u.unit_id, u.unit_type, u.ts_ms, u.enter_ms if kind == EXIT else None)
+        entry = coded_update(u.kind, u.unit_id, u.unit_type, u.ts_ms, u.enter_ms)
         entries = by_spot.get(u.hotspot_id)
         if entries is None:
             by_spot[u.hotspot_id] = [entry]
@@ -111,16 +107,16 @@ def update_messages(
     return [(p, orjson.dumps([VISITS, spots])) for p, spots in sorted(grouped.items())]
 
 
-def grouped_updates(message: list[Any]) -> dict[str, list[list[Any]]]:
+def grouped_updates(message: list[Any]) -> dict[str, list[Update]]:
     """The updates of a message written before kinds were coded, grouped by hot spot and
     coded: ``["visits", {hotspot_id: [update, ...]}]``, or before they were grouped,
     ``["updates", [[hotspot_id, kind, unit_id, unit_type, ts_ms, enter_ms], ...]]``."""
     kind, body = message
     if kind == "visits":
-        return {h: [coded_update(u) for u in updates] for h, updates in body.items()}
-    grouped: dict[str, list[list[Any]]] = {}
+        return {h: [coded_update(*u) for u in updates] for h, updates in body.items()}
+    grouped: dict[str, list[Update]] = {}
     for hotspot_id, *update in body:
-        grouped.setdefault(hotspot_id, []).append(coded_update(update))
+        grouped.setdefault(hotspot_id, []).append(coded_update(*update))
     return grouped
 
 
@@ -171,7 +167,7 @@ class CoverageStage:
         self._rewrite: set[str] = set()
         #: event mode: visit updates not yet reached by the watermark, per hot spot, by ts (in
         #: arrival order within a ts), and as stored, per coverage partition (stream/pending.py)
-        self.pending: dict[str, list[list[Any]]] = {}
+        self.pending: dict[str, list[Update]] = {}
         self._logs: dict[int, PendingLog] = {}
         #: event mode, per coverage partition: the watermark as last seen; it never goes back
         self._watermarks: dict[int, int] = {}
@@ -211,7 +207,7 @@ class CoverageStage:
             snapshot = orjson.loads(raw)
             assigned = tuple(parse_window(w, "stored assignment") for w in snapshot["assigned"])
             if "pending" in snapshot:  # a header as written before pending chunks
-                written_before = kept_updates(map(coded_update, snapshot["pending"]))
+                written_before = kept_updates(coded_update(*u) for u in snapshot["pending"])
                 pending += written_before
                 log.add(hotspot_id, written_before)
                 self._rewrite.add(hotspot_id)
@@ -396,7 +392,7 @@ class CoverageStage:
         self._advance(hotspot_id, watermark_ms, out)
 
     @staticmethod
-    def _apply(ledger: HotspotCoverage, message: list[Any]) -> None:
+    def _apply(ledger: HotspotCoverage, message: Update) -> None:
         kind, unit_id, unit_type, ts_ms, enter_ms = message
         if kind == INSIDE:  # most updates
             ledger.visit_progress(unit_id, ts_ms)
@@ -471,7 +467,7 @@ class CoverageStage:
         prior = self._watermarks_now()
         #: visit updates by hot spot, in arrival order, gathered from consecutive records: a
         #: hot spot's updates of many presence batches are taken at once
-        gathered: dict[str, list[list[Any]]] = {}
+        gathered: dict[str, list[Update]] = {}
         for record in records:
             message: list[Any] = orjson.loads(record.value or b"null")
             kind = message[0]
@@ -496,9 +492,9 @@ class CoverageStage:
                 continue
             self._take_gathered(gathered, store, live_now_ms, touched)  # before what follows
             gathered = {}
-            if kind != "assign":  # one update a record, as written before they were grouped
-                message = coded_update(message)
-            self._take((record.key or b"").decode(), [message], store, live_now_ms, touched)
+            # an assignment, or one update a record, as written before they were grouped
+            taken = message if kind == "assign" else coded_update(*message)
+            self._take((record.key or b"").decode(), [taken], store, live_now_ms, touched)
         self._take_gathered(gathered, store, live_now_ms, touched)
 
         if live_now_ms is not None:
@@ -562,7 +558,7 @@ class CoverageStage:
 
     def _take_gathered(
         self,
-        gathered: dict[str, list[list[Any]]],
+        gathered: dict[str, list[Update]],
         store: Mapping[bytes, bytes],
         live_now_ms: int | None,
         touched: set[str],
@@ -577,7 +573,7 @@ class CoverageStage:
     def _take(
         self,
         hotspot_id: str,
-        messages: list[list[Any]],
+        messages: list[Update],
         store: Mapping[bytes, bytes],
         live_now_ms: int | None,
         touched: set[str],

@@ -54,14 +54,16 @@ ENTER, INSIDE, EXIT = 0, 1, 2
 KIND_CODES = {"enter": ENTER, "inside": INSIDE, "exit": EXIT}
 
 
-def coded_update(update: Sequence[Any]) -> list[Any]:
-    """An update as written before kinds were coded (``["inside", unit_id, unit_type, ts_ms,
-    enter_ms]``; still in the topic or the store after an upgrade), as written since."""
-    kind, unit_id, unit_type, ts_ms, enter_ms = update
-    code = KIND_CODES.get(kind, kind)
+def coded_update(
+    kind: str | int, unit_id: str, unit_type: str | None, ts_ms: int, enter_ms: int | None
+) -> tuple[Any, ...]:
+    """An update as sent and kept (:data:`Update`), from its kind's name (the presence stage's,
+    and as written before kinds were coded: still in the topic or the store after an upgrade)
+    or its code."""
+    code = KIND_CODES.get(kind, kind) if isinstance(kind, str) else kind
     if code == INSIDE:
-        return [INSIDE, unit_id, None, ts_ms, None]
-    return [code, unit_id, unit_type, ts_ms, enter_ms if code == EXIT else None]
+        return (INSIDE, unit_id, None, ts_ms, None)
+    return (code, unit_id, unit_type, ts_ms, enter_ms if code == EXIT else None)
 
 
 #: a stored entry's ts (an update with its hot spot first: ``[hotspot_id, *update]``)
@@ -125,7 +127,7 @@ class PendingLog:
             self._chunks.append(_Chunk(slot, seq, sorted(map(_entry_ts, entries))))
             for entry in entries:
                 if self.written_ms is None or _entry_ts(entry) > self.written_ms:
-                    self.restored.setdefault(entry[0], []).append(coded_update(entry[1:]))
+                    self.restored.setdefault(entry[0], []).append(coded_update(*entry[1:]))
         self.restored = {h: kept_updates(updates) for h, updates in self.restored.items()}
         self._next_seq = self._chunks[-1].seq + 1 if self._chunks else 0
         #: updates added since the last write, by hot spot, as added

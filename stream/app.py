@@ -194,7 +194,7 @@ class Processor:
             logging_config=None,
         )
         plan = self.plan
-        self.source = app.topic(s.topics.pings, plan.rekeyed, partitions=plan.partitions, **RAW)
+        self.source = app.topic(*plan.ping_topics, partitions=plan.partitions, **RAW)
         self.rekeyed_topic = app.topic(plan.rekeyed, partitions=plan.partitions, **RAW)
         self.geofence_topic = app.topic(s.topics.geofence_events, **RAW)
         self.dwell_topic = app.topic(s.topics.dwell_events, **RAW)
@@ -210,9 +210,7 @@ class Processor:
             "coverage", partitions=plan.partitions, key_type=bytes, value_type=bytes
         )
 
-        self.intake = app.intake = Intake(
-            {s.topics.pings, plan.rekeyed}, max_buffered=4 * s.batch_size
-        )
+        self.intake = app.intake = Intake(set(plan.ping_topics), max_buffered=4 * s.batch_size)
         read_in_bulk(self.intake.topics)
         app.before_handover = self.flush_states
         app.flow_control.manage_queue(self.intake)  # type: ignore[arg-type]
@@ -349,7 +347,7 @@ class Processor:
         delivered counts by its largest ts; one that has not holds the clock until it has been
         read up to its high watermark."""
         consumer = self.app.consumer
-        names = {self.settings.topics.pings, self.plan.rekeyed}
+        names = set(self.plan.ping_topics)
         for tp in self.app.assignor.assigned_actives():
             if (
                 tp.topic not in names
@@ -469,7 +467,7 @@ class Processor:
     # -- clock and rebalancing -----------------------------------------------------------
 
     def _owned_partitions(self, *topics: str) -> set[int]:
-        names = set(topics) or {self.settings.topics.pings, self.plan.rekeyed}
+        names = set(topics or self.plan.ping_topics)
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic in names}
 
     async def _release_memory(self) -> None:

@@ -144,7 +144,7 @@ def run_worker(settings: Settings) -> int:
         and os.environ.get("HOTSPOT_BROKER_WORKAROUNDS", "auto") != "off"
     ):
         plan = TopicPlan(settings.topics, settings.app_id, info.partitions)
-        tansu.install(settings.bootstrap_servers[0], (settings.topics.pings, plan.rekeyed))
+        tansu.install(settings.bootstrap_servers[0], plan.ping_topics)
 
     import faust
 

@@ -39,6 +39,11 @@ class TopicPlan:
         return f"{self.app_id}-pings-rekeyed"
 
     @property
+    def ping_topics(self) -> tuple[str, str]:
+        """The topics the presence stage reads: the pings, and those it re-keyed itself."""
+        return (self.names.pings, self.rekeyed)
+
+    @property
     def visit_updates(self) -> str:
         """Internal: presence changes re-keyed by ``hotspot_id`` for the coverage stage."""
         return f"{self.app_id}-visit-updates"

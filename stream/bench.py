@@ -54,6 +54,8 @@ PING_EVERY_MS = 10_000
 UNIT_TYPES = ("police", "pcso", "outreach", "security")
 UNIT_TYPE_WEIGHTS = (0.6, 0.25, 0.1, 0.05)
 OUT_TOPICS = ("geofence-events", "dwell-events")
+#: the memory target's scale: 100,000 units tracked under 300 MB RSS
+MEMORY_UNITS = 100_000
 
 Message = tuple[bytes, bytes]
 
@@ -404,9 +406,11 @@ def cluster(
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
     procs: list[WorkerProcess] = []
     try:
-        for _ in range(workers):
+        for _ in range(workers):  # started together: they join the group in one round
             procs.append(WorkerProcess(broker, geofences, workdir, app_id, clock, transport))
-            procs[-1].start().wait_ready()
+            procs[-1].start()
+        for proc in procs:
+            proc.wait_ready()
         if workers > 1:  # every member ready at once, for a few seconds: the group settled
             settled = 0
             deadline = time.monotonic() + 120
@@ -898,15 +902,19 @@ def machine() -> str:
     )
 
 
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
+def _verdict(ok: bool, smaller: bool = False) -> str:
+    """``smaller``: measured on a smaller load than the target names (``--quick``), so the
+    verdict only says how the run compared; the full size decides."""
+    return ("met" if ok else "MISSED") + (" (smaller load)" if smaller else "")
 
 
 def run_bench(args: argparse.Namespace) -> int:
     quick = args.quick
     pings = args.pings or (200_000 if quick else 1_000_000)
     units = args.units or (2_000 if quick else 10_000)
+    mem_units = args.memory_units or (20_000 if quick else MEMORY_UNITS)
     skip = set(args.skip or [])
+    smaller = (pings, units) != (1_000_000, 10_000)  # the end-to-end targets' load
     rows: list[Row] = []
     print(f"hotspot bench: {machine()}", flush=True)
 
@@ -990,7 +998,7 @@ def run_bench(args: argparse.Namespace) -> int:
                     f"{_fmt(one.pings_per_s)} pings/s ({one.seconds:.1f} s; producing took "
                     f"{one.produce_s:.1f} s); output {one.identity}{one.cpu_text()}",
                     "≥ 36,000 pings/s, identical",
-                    _verdict(one.pings_per_s >= 36_000 and one.identity == "identical"),
+                    _verdict(one.pings_per_s >= 36_000 and one.identity == "identical", smaller),
                 )
             )
             if one.ceiling:
@@ -1000,7 +1008,7 @@ def run_bench(args: argparse.Namespace) -> int:
                         "  vs a bare aiokafka consumer decoding the pings (same run)",
                         f"{_fmt(one.ceiling)} pings/s: ratio {ratio:.2f}",
                         "moonshot ≥ 0.30",
-                        _verdict(ratio >= 0.30),
+                        _verdict(ratio >= 0.30, smaller),
                     )
                 )
         if "scale" not in skip:
@@ -1013,11 +1021,11 @@ def run_bench(args: argparse.Namespace) -> int:
                     f"{_fmt(two.pings_per_s)} pings/s, {ratio:.2f}× one worker; "
                     f"output {two.identity}{two.cpu_text()}",
                     "≥ 1.7×, identical",
-                    _verdict(ratio >= 1.7 and two.identity.startswith("identical")),
+                    _verdict(ratio >= 1.7 and two.identity.startswith("identical"), smaller),
                 )
             )
         if "latency" not in skip:
-            seconds = 10.0 if quick else 30.0
+            seconds = 6.0 if quick else 30.0
             with cluster(load, 1, workdir, clock="live", transport=args.transport) as (
                 broker,
                 _,
@@ -1034,7 +1042,6 @@ def run_bench(args: argparse.Namespace) -> int:
                     )
                 )
         if "memory" not in skip:
-            mem_units = 100_000
             mem_load = make_load(args.seed + 1, args.hotspots, mem_units, 2 * mem_units)
             heap, value = state_bytes_per_unit(mem_load)
             note(
@@ -1060,8 +1067,8 @@ def run_bench(args: argparse.Namespace) -> int:
                 Row(
                     f"worker RSS with {tracked:,} units tracked, settled after the replay",
                     f"{rss:,.0f} MB (peak {peak:,.0f} MB; idle worker: {idle:,.0f} MB)",
-                    "< 300 MB",
-                    _verdict(rss < 300 and tracked >= mem_units),
+                    f"< 300 MB at {MEMORY_UNITS:,} units",
+                    _verdict(rss < 300 and tracked >= mem_units, mem_units < MEMORY_UNITS),
                 )
             )
     finally:
@@ -1076,11 +1083,19 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="a one-minute version")
+    parser.add_argument(
+        "--quick", action="store_true", help="a short version: smaller loads (about 2 minutes here)"
+    )
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--pings", type=int, default=None, help="default 1,000,000 (quick 200,000)")
     parser.add_argument("--units", type=int, default=None, help="default 10,000 (quick 2,000)")
     parser.add_argument("--hotspots", type=int, default=2000)
+    parser.add_argument(
+        "--memory-units",
+        type=int,
+        default=None,
+        help=f"units tracked in the memory rows, default {MEMORY_UNITS:,} (quick 20,000)",
+    )
     parser.add_argument(
         "--transport", choices=("kafka", "confluent"), default="kafka", help="Faust transport"
     )

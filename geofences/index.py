@@ -17,6 +17,9 @@ from geofences.projection import LocalProjection
 IntArray = npt.NDArray[np.intp]
 
 _MAX_CELLS = 1 << 21
+#: batches of at most this many points are matched point by point (``_match_few``): measured
+#: against the batch path, the two cost the same at about this size
+FEW_POINTS = 8
 _CELL_FACTOR = 2.0
 
 
@@ -116,6 +119,14 @@ class HotSpotIndex:
         empty = np.zeros(0, dtype=np.intp)
         if self._nx == 0:
             return empty, empty.copy()
+        if x.size <= FEW_POINTS:
+            return self._match_few(x, y)
+        return self._match_batch(x, y)
+
+    def _match_batch(
+        self, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
+    ) -> tuple[IntArray, IntArray]:
+        """``match`` with numpy over the whole batch, down to the GEOS tests."""
         gx = (x - self._x0) * self._kx
         gy = (y - self._y0) * self._ky
         points = np.flatnonzero((gx >= 0) & (gx < self._nx) & (gy >= 0) & (gy < self._ny))
@@ -138,13 +149,26 @@ class HotSpotIndex:
         inside = shapely.intersects_xy(self._geometries[hotspot_idx], px[in_box], py[in_box])
         return point_idx[inside], hotspot_idx[inside]
 
-    def containing(self, lon: float, lat: float) -> frozenset[str]:
-        """Ids of the hot spots the point is inside or on the boundary of (§4); ``match`` for one
-        point, without numpy's per-call overhead."""
+    def _match_few(
+        self, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
+    ) -> tuple[IntArray, IntArray]:
+        """``match`` point by point: for a few points, numpy's overhead for each of the batch
+        path's steps costs more than the points (a one-record batch, a quiet live feed)."""
+        point_idx: list[int] = []
+        hotspot_idx: list[int] = []
+        for p, (lon, lat) in enumerate(zip(x.tolist(), y.tolist(), strict=True)):
+            for i in self._containing_idx(lon, lat):
+                point_idx.append(p)
+                hotspot_idx.append(i)
+        return np.array(point_idx, dtype=np.intp), np.array(hotspot_idx, dtype=np.intp)
+
+    def _containing_idx(self, lon: float, lat: float) -> list[int]:
+        """Indexes of the hot spots containing the point, ascending: the grid cell's candidates,
+        then their bounding boxes, then GEOS, with the batch path's arithmetic."""
         gx = (lon - self._x0) * self._kx
         gy = (lat - self._y0) * self._ky
         if not (0 <= gx < self._nx and 0 <= gy < self._ny):
-            return frozenset()
+            return []
         cell = int(gx) * self._ny + int(gy)
         found = []
         for i in self._candidates[self._starts[cell] : self._starts[cell + 1]].tolist():
@@ -154,8 +178,14 @@ class HotSpotIndex:
                 and ymin <= lat <= ymax
                 and shapely.intersects_xy(self._geometries[i], lon, lat)
             ):
-                found.append(self.ids[i])
-        return frozenset(found)
+                found.append(i)
+        return found
+
+    def containing(self, lon: float, lat: float) -> frozenset[str]:
+        """Ids of the hot spots the point is inside or on the boundary of (§4); ``match`` for one
+        point, without numpy's per-call overhead."""
+        ids = self.ids
+        return frozenset(ids[i] for i in self._containing_idx(lon, lat))
 
     def distance_m(self, lon: float, lat: float, hotspot_id: str) -> float:
         """Metres from the point to the hot spot (0 when inside or on its boundary), for the exit

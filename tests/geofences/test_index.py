@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from geofences.hotspots import HotSpot, demo_hotspots_path, load_hotspots
-from geofences.index import HotSpotIndex
+from geofences.index import FEW_POINTS, HotSpotIndex
 from geofences.projection import LocalProjection, metres_per_degree
 
 LON0, LAT0 = -1.125, 52.625
@@ -84,6 +84,22 @@ def check(geometries: Sequence[Any], lons: Any, lats: Any) -> tuple[np.ndarray, 
         for j in sorted(int(hotspot_id[1:]) for hotspot_id in index.containing(lon, lat))
     ]
     assert one_by_one == got
+    x, y = np.asarray(lons, dtype=np.float64), np.asarray(lats, dtype=np.float64)
+    for path in (index._match_batch, index._match_few):  # whatever the batch's size
+        pairs = path(x, y)
+        assert list(zip(*(a.tolist() for a in pairs), strict=True)) == got
+    few = [
+        (start + i, j)
+        for start in range(0, len(x), FEW_POINTS)
+        for i, j in zip(
+            *(
+                a.tolist()
+                for a in index.match(x[start : start + FEW_POINTS], y[start : start + FEW_POINTS])
+            ),
+            strict=True,
+        )
+    ]
+    assert few == got
     return point_idx, hotspot_idx
 
 

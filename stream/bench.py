@@ -54,6 +54,8 @@ PING_EVERY_MS = 10_000
 UNIT_TYPES = ("police", "pcso", "outreach", "security")
 UNIT_TYPE_WEIGHTS = (0.6, 0.25, 0.1, 0.05)
 OUT_TOPICS = ("geofence-events", "dwell-events")
+#: the end-to-end targets' load: a replay of 1 million pings from 10,000 units
+E2E_PINGS, E2E_UNITS = 1_000_000, 10_000
 #: the memory target's scale: 100,000 units tracked under 300 MB RSS
 MEMORY_UNITS = 100_000
 
@@ -910,11 +912,11 @@ def _verdict(ok: bool, smaller: bool = False) -> str:
 
 def run_bench(args: argparse.Namespace) -> int:
     quick = args.quick
-    pings = args.pings or (200_000 if quick else 1_000_000)
-    units = args.units or (2_000 if quick else 10_000)
+    pings = args.pings or (200_000 if quick else E2E_PINGS)
+    units = args.units or (2_000 if quick else E2E_UNITS)
     mem_units = args.memory_units or (20_000 if quick else MEMORY_UNITS)
     skip = set(args.skip or [])
-    smaller = (pings, units) != (1_000_000, 10_000)  # the end-to-end targets' load
+    smaller = (pings, units) != (E2E_PINGS, E2E_UNITS)
     rows: list[Row] = []
     print(f"hotspot bench: {machine()}", flush=True)
 
@@ -1087,8 +1089,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="a short version: smaller loads (about 2 minutes here)"
     )
     parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--pings", type=int, default=None, help="default 1,000,000 (quick 200,000)")
-    parser.add_argument("--units", type=int, default=None, help="default 10,000 (quick 2,000)")
+    parser.add_argument(
+        "--pings", type=int, default=None, help=f"default {E2E_PINGS:,} (quick 200,000)"
+    )
+    parser.add_argument(
+        "--units", type=int, default=None, help=f"default {E2E_UNITS:,} (quick 2,000)"
+    )
     parser.add_argument("--hotspots", type=int, default=2000)
     parser.add_argument(
         "--memory-units",

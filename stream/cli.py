@@ -14,7 +14,7 @@ from pathlib import Path
 
 from geofences.errors import HotSpotFileError
 from geofences.hotspots import HotSpotCollection, demo_hotspots_path, load_hotspots
-from stream.settings import Settings, TopicNames, coverage_from_env, presence_from_env
+from stream.worker.settings import Settings, TopicNames, coverage_from_env, presence_from_env
 
 EXIT_USAGE = 2
 
@@ -123,10 +123,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def run_worker(settings: Settings) -> int:
     """Prepare the broker, then run the Faust worker until SIGINT/SIGTERM."""
-    from stream import memory, tansu
+    from stream.broker import tansu
+    from stream.worker import memory
 
     memory.fix_mmap_threshold()
-    from stream.topics import BrokerUnreachable, TopicPlan, prepare_broker
+    from stream.kafka import BrokerUnreachable
+    from stream.worker.topics import TopicPlan, prepare_broker
 
     try:
         collection = load_collection(settings.geofences)
@@ -148,7 +150,7 @@ def run_worker(settings: Settings) -> int:
 
     import faust
 
-    from stream.app import Processor
+    from stream.worker.app import Processor
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     processor = Processor(settings, collection, info.partitions)
@@ -170,7 +172,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from stream.broker import BrokerError, start_broker
+    from stream.broker.embedded import BrokerError, start_broker
 
     try:
         broker = start_broker(args.host, args.port, quiet=not args.verbose)
@@ -193,8 +195,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from stream.replay import replay_file
-    from stream.topics import BrokerUnreachable
+    from stream.kafka import BrokerUnreachable
+    from stream.tools.replay import replay_file
 
     try:
         return asyncio.run(replay_file(args))
@@ -205,13 +207,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from stream.demo import run_demo
+    from stream.tools.demo import run_demo
 
     return run_demo(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from stream.bench import run_bench
+    from stream.tools.bench import run_bench
 
     return run_bench(args)
 
@@ -265,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=cmd_replay)
 
     bench = sub.add_parser("bench", help="measure throughput, latency and memory (issue 3)")
-    from stream.bench import add_arguments
+    from stream.tools.bench import add_arguments
 
     add_arguments(bench)
     bench.set_defaults(func=cmd_bench)

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stream.broker import EmbeddedBroker, start_broker
+from stream.broker.embedded import EmbeddedBroker, start_broker
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from stream.broker import free_port
+from stream.broker.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,1 @@
+"""Delivery of coverage alerts beyond Kafka: webhooks for duty sergeants."""

@@ -1,0 +1,1 @@
+"""The embedded Kafka-protocol broker (Tansu) and the work-arounds where it differs from Kafka."""

@@ -1,0 +1,136 @@
+"""The control room's feed: the latest enter/exit/dwell events and the recent coverage alerts.
+
+Every worker reads the output topics in full (all partitions, no consumer group), so whichever
+worker the page asks shows the whole picture. Alerts are read from the beginning of the topic
+(a few per window per hot spot per day) and the latest ``max_alerts`` kept for
+``/api/alerts?since=``; geofence and dwell events from near the end of each partition, for the
+feed. Each item produced since the worker started is also handed to every subscribed event
+stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from geofences.timefmt import parse_rfc3339_ms
+from stream.worker.topics import MAX_BATCH_BYTES
+
+log = logging.getLogger("hotspot.feed")
+
+FeedItem = dict[str, Any]
+#: the feed's Fetch ``max_wait``. The control room can take a quarter of a second; a short wait
+#: on Tansu, which holds a Fetch for most of it (``stream/broker/tansu.py``), made the feed ask up to
+#: 50 times a second for three topics' partitions, each a request and a response built and read
+#: in Python on the worker's event loop: about 4 % of its CPU under load (README: Performance).
+#: On Kafka, which answers as soon as records are there, the wait only bounds an idle Fetch.
+FEED_FETCH_WAIT_MS = 250
+#: records produced before the worker started (less this slack) are history, not news
+_LIVE_SLACK_MS = 5_000
+
+
+class Feed:
+    """Recent output events in arrival order, and subscribers waiting for new ones."""
+
+    def __init__(self, max_events: int = 500, max_alerts: int = 10_000) -> None:
+        self._events: deque[FeedItem] = deque(maxlen=max_events)
+        self._alerts: deque[tuple[int, dict[str, Any]]] = deque(maxlen=max_alerts)
+        self._subscribers: set[asyncio.Queue[FeedItem]] = set()
+        self.ready = False
+
+    def add(self, kind: str, event: dict[str, Any], live: bool = True) -> None:
+        item = {"kind": kind, "event": event}
+        self._events.append(item)
+        if kind == "alert":
+            self._alerts.append((parse_rfc3339_ms(str(event.get("ts"))), event))
+        if live:
+            for queue in self._subscribers:
+                if queue.qsize() < 1000:
+                    queue.put_nowait(item)
+
+    def subscribe(self) -> asyncio.Queue[FeedItem]:
+        queue: asyncio.Queue[FeedItem] = asyncio.Queue()
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[FeedItem]) -> None:
+        self._subscribers.discard(queue)
+
+    def events(self, limit: int) -> list[FeedItem]:
+        """The latest ``limit`` items, oldest first."""
+        items = list(self._events)
+        return items[-limit:] if limit > 0 else []
+
+    def alerts(self, since_ms: int | None, limit: int) -> list[dict[str, Any]]:
+        """Alerts decided after ``since_ms`` (all kept ones when None), by decision time."""
+        chosen = [a for ts, a in self._alerts if since_ms is None or ts > since_ms]
+        chosen.sort(key=lambda a: str(a.get("ts")))
+        return chosen[-limit:] if limit > 0 else []
+
+
+async def read_outputs(
+    feed: Feed,
+    bootstrap: list[str],
+    topics: Mapping[str, str],
+    should_stop: Callable[[], bool],
+    event_history: int = 100,
+) -> None:
+    """Fill ``feed`` from the output topics until ``should_stop()``: ``topics`` maps a feed kind
+    (``geofence``, ``dwell``, ``alert``) to its topic. For ``app.task``."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=FEED_FETCH_WAIT_MS,
+        max_partition_fetch_bytes=MAX_BATCH_BYTES,
+    )
+    kinds = {topic: kind for kind, topic in topics.items()}
+    while not should_stop():
+        try:
+            await consumer.start()
+            break
+        except KafkaError as exc:
+            log.warning("feed: cannot reach the broker: %s", exc)
+            await asyncio.sleep(2.0)
+    else:
+        return
+    try:
+        assigned: list[TopicPartition] = []
+        while not assigned and not should_stop():
+            await consumer._client.force_metadata_update()
+            for topic in kinds:
+                for partition in sorted(consumer.partitions_for_topic(topic) or ()):
+                    assigned.append(TopicPartition(topic, partition))
+            if not assigned:
+                await asyncio.sleep(1.0)
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        tail = [tp for tp in assigned if kinds[tp.topic] != "alert"]
+        if tail:
+            for tp, end in (await consumer.end_offsets(tail)).items():
+                consumer.seek(tp, max(0, end - event_history))
+        started_ms = time.time_ns() // 1_000_000
+        while not should_stop():
+            batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+            for tp, records in batch.items():
+                for record in records:
+                    try:
+                        event = orjson.loads(record.value)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if isinstance(event, dict):
+                        live = record.timestamp >= started_ms - _LIVE_SLACK_MS
+                        feed.add(kinds[tp.topic], event, live)
+            if not batch:
+                feed.ready = True
+    finally:
+        await consumer.stop()

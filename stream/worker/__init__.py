@@ -1,0 +1,1 @@
+"""The stream processor: the Faust app, its intake, stages, checkpoint and topics."""

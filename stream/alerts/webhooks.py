@@ -1,4 +1,4 @@
-"""Delivery of coverage alerts to webhooks (issue 4, "Delivery to sergeants").
+"""Delivery of coverage alerts to webhooks, for duty sergeants and their chat tools.
 
 The durable outbox is the ``coverage-alerts`` topic itself. A :class:`WebhookDispatcher` reads it
 in its own consumer group (:func:`webhook_group_id`: ``<app_id>-webhooks``) with auto-commit off
@@ -26,7 +26,7 @@ Configuration, environment variable ``HOTSPOT_WEBHOOKS``: comma-separated entrie
 
 for example ``HOTSPOT_WEBHOOKS="https://ops.example/hooks/alerts|whsec_MfKQ9r8G...,
 https://hooks.slack.com/services/T0/B0/XXXX||text"``. The format ``json`` (the default) posts
-the CoverageAlert JSON exactly as it is on the topic (contract §2); ``text`` posts the line of
+the CoverageAlert JSON exactly as it is on the topic (docs/interface.md, Messages); ``text`` posts the line of
 :func:`geofences.coverage.render_text`, e.g. ``HS-03 Clock Tower: at risk — 12 of 40 min done,
 window ends 20:00``. URLs and secrets must not contain ``,`` or ``|``. Logs and metrics name an
 endpoint by its position and host only (chat webhook URLs carry tokens in their path).

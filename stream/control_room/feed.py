@@ -28,10 +28,9 @@ from stream.worker.topics import MAX_BATCH_BYTES
 log = logging.getLogger("hotspot.feed")
 
 FeedItem = dict[str, Any]
-#: the feed's Fetch ``max_wait``. The control room can take a quarter of a second; a short wait
-#: on Tansu, which holds a Fetch for most of it (``stream/broker/tansu.py``), made the feed ask up to
-#: 50 times a second for three topics' partitions, each a request and a response built and read
-#: in Python on the worker's event loop: about 4 % of its CPU under load (README: Performance).
+#: the feed's Fetch ``max_wait``. The control room can take a quarter of a second, and a shorter
+#: wait on Tansu (which holds a Fetch for most of it, ``stream/broker/tansu.py``) costs the
+#: worker's event loop a request and a response for three topics' partitions many times a second.
 #: On Kafka, which answers as soon as records are there, the wait only bounds an idle Fetch.
 FEED_FETCH_WAIT_MS = 250
 #: records produced before the worker started (less this slack) are history, not news

@@ -200,7 +200,10 @@ REFUSALS = [
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     REFUSALS,
-    ids=[f"{'.'.join(map(str, p)) or 'doc'}={v!r}"[:60] for p, v, _ in REFUSALS],
+    ids=[
+        f"{'.'.join(map(str, p)) or 'doc'}={'<deleted>' if v is DELETE else repr(v)}"[:60]
+        for p, v, _ in REFUSALS
+    ],
 )
 def test_refusal_names_the_feature_and_the_problem(
     path: tuple[Any, ...], value: Any, expected: str

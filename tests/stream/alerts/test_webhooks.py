@@ -1,4 +1,4 @@
-"""Webhook delivery of coverage alerts (issue 4, "Delivery to sergeants"): Standard Webhooks
+"""Webhook delivery of coverage alerts to duty sergeants: Standard Webhooks
 signing, configuration, backoff, and delivery from the ``coverage-alerts`` topic on the embedded
 broker to a real local HTTP receiver that fails, times out, refuses and restarts."""
 

@@ -1,4 +1,4 @@
-"""End to end on the embedded broker: pings in, exactly the contract's events out."""
+"""End to end on the embedded broker: pings in, exactly the events docs/interface.md defines out."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def per_unit(rows: list[tuple[Any, ...]], unit_index: int) -> dict[str, list[tup
     return result
 
 
-def test_scripted_day_gives_exactly_the_contract_events(
+def test_scripted_day_gives_exactly_the_defined_events(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     worker = Worker(broker.url, geofences=square_file(tmp_path), data_dir=tmp_path / "data").start()

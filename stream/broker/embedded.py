@@ -81,9 +81,16 @@ def terminate(process: subprocess.Popen[Any], timeout_s: float) -> bool:
 
 
 def start_broker(
-    host: str = "127.0.0.1", port: int | None = None, *, quiet: bool = True, timeout_s: float = 20.0
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    *,
+    quiet: bool = True,
+    timeout_s: float = 20.0,
+    advertised_port: int | None = None,
 ) -> EmbeddedBroker:
-    """Start Tansu on ``host:port`` (a free port when ``None``) and wait until it accepts connections."""
+    """Start Tansu on ``host:port`` (a free port when ``None``) and wait until it accepts
+    connections. With ``advertised_port`` the broker tells clients to reach it there (a proxy in
+    front of it, which then carries every connection after the first)."""
     port = port or free_port(host)
     if port_open(host, port):
         raise BrokerError(f"port {port} on {host} is already in use")
@@ -94,7 +101,7 @@ def start_broker(
         "--listener-url",
         listener,
         "--advertised-listener-url",
-        listener,
+        f"tcp://{host}:{advertised_port or port}",
         "--storage-engine",
         "memory://tansu/",
         "--cluster-id",

@@ -10,7 +10,9 @@ the live clock needs: p99 within 250 ms up to 40 % of the backlog throughput.
 The bench's producer shares the machine with the broker and the worker, so the rates are capped
 by what it can send here, measured first into a topic no worker reads: a rate it cannot reach
 would be measured at whatever it reaches instead. Between rates the worker catches up on all
-that was sent, so each rate starts from an idle worker.
+that was sent, so each rate starts from an idle worker. Before the first, each unit pings about
+once, unmeasured: a unit's first ping makes the worker create its state, and usually enters a
+hot spot (the synthetic patrols start inside one): not the steady state the curve is about.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ PRODUCER_TOPIC = "bench-producer"
 PARTITIONS = 8
 #: pings are stamped and sent in ticks of this many seconds
 TICK_S = 0.01
+#: the shortest warm-up, in seconds (it lasts as long as every unit takes to ping once)
+WARM_UP_MIN_S = 1.0
 #: how long the worker may take to catch up on what was sent before the next rate
 CATCH_UP_S = 120.0
 
@@ -237,19 +241,30 @@ async def _curve(
         sent, elapsed = await _send(producer, PRODUCER_TOPIC, source, None, calibrate_s)
         producer_max = sent / elapsed
         rates = curve_rates(backlog, producer_max)
-        windows: list[tuple[int, int]] = []
-        sent_per_s: list[float] = []
         total = 0
-        for rate in rates:
+
+        async def send_and_catch_up(rate: float, seconds: float) -> tuple[int, int, float]:
+            """Send at ``rate`` for ``seconds``, then wait for the worker to count all that
+            was sent; returns the window the pings were stamped in, and the rate reached."""
+            nonlocal total
             start_ms = time.time_ns() // 1_000_000
-            sent, elapsed = await _send(producer, "pings", source, rate.pings_per_s, seconds)
-            windows.append((start_ms, time.time_ns() // 1_000_000))
-            sent_per_s.append(sent / elapsed)
+            sent, elapsed = await _send(producer, "pings", source, rate, seconds)
+            end_ms = time.time_ns() // 1_000_000
             total += sent
             deadline = time.monotonic() + CATCH_UP_S
             while await asyncio.to_thread(counted) < total and time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
             await asyncio.sleep(1.0)  # the last enters read back
+            return start_ms, end_ms, sent / elapsed
+
+        lowest = rates[0].pings_per_s
+        await send_and_catch_up(lowest, max(WARM_UP_MIN_S, load.units / lowest))
+        windows: list[tuple[int, int]] = []
+        sent_per_s: list[float] = []
+        for rate in rates:
+            start_ms, end_ms, reached = await send_and_catch_up(rate.pings_per_s, seconds)
+            windows.append((start_ms, end_ms))
+            sent_per_s.append(reached)
     finally:
         stop.set()
         await reader

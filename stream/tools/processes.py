@@ -173,8 +173,10 @@ class WorkerProcess:
     def ready(self) -> bool:
         """Whether ``/healthz`` says ready; raises :class:`WorkerExited` if the worker has
         exited (so a waiting caller learns it at once, with the worker's last words)."""
-        if self.process is None or self.process.poll() is not None:
-            code = self.process.returncode if self.process else None
+        if self.process is None:
+            raise WorkerExited("the worker was not launched")
+        if self.process.poll() is not None:
+            code = self.process.returncode
             raise WorkerExited(f"worker exited with {code}: {self.log_tail()}")
         health = self.health()
         return bool(health and health.get("ready"))

@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--no-progress", action="store_true")
     replay.set_defaults(func=cmd_replay)
 
-    bench = sub.add_parser("bench", help="measure throughput, latency and memory (issue 3)")
+    bench = sub.add_parser("bench", help="measure throughput, latency and memory on synthetic load")
     from stream.tools.bench import add_arguments
 
     add_arguments(bench)

@@ -5,33 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+
+from stream.tools.processes import free_port, port_open, terminate
 
 EMBEDDED_CLUSTER_ID = "hotspot-embedded-tansu"
 
 
 class BrokerError(RuntimeError):
     """The embedded broker could not be started."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def tansu_binary() -> str:
@@ -63,21 +48,6 @@ class EmbeddedBroker:
 
     def stop(self) -> None:
         terminate(self.process, 5.0)
-
-
-def terminate(process: subprocess.Popen[Any], timeout_s: float) -> bool:
-    """SIGTERM a child and wait for it, SIGKILL after ``timeout_s``; True if it had to be
-    killed."""
-    if process.poll() is not None:
-        return False
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout_s)
-        return False
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        return True
 
 
 def start_broker(

@@ -41,7 +41,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,14 +51,14 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from geofences.hotspots import HotSpotCollection, demo_hotspots_path, load_hotspots
 from geofences.timefmt import format_ms, parse_rfc3339_ms
-from stream.broker.embedded import BrokerError, EmbeddedBroker, port_open, start_broker, terminate
+from stream.broker.embedded import BrokerError, EmbeddedBroker, start_broker
 from stream.kafka import BrokerUnreachable, bootstrap_servers, ensure_topic
+from stream.tools.processes import WorkerExited, WorkerProcess, port_open
 from stream.tools.simulator import PatrolSimulator
 
 PINGS = "pings"
@@ -80,10 +79,6 @@ def _say(text: str = "", file: TextIO | None = None) -> None:
     print(text, file=file or sys.stdout, flush=True)
 
 
-class WorkerDied(RuntimeError):
-    """The worker subprocess exited while the demo needed it."""
-
-
 class Demo:
     """One run of the demo; ``run_demo`` owns the processes, this owns the asyncio part."""
 
@@ -99,7 +94,7 @@ class Demo:
         self.broker = broker
         self.workdir = workdir
         self.log_path = workdir / "worker.log"
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker: WorkerProcess | None = None
         self.stop = asyncio.Event()
         self.worker_failed = False
         self.zone = ZoneInfo(collection.timezone)
@@ -110,42 +105,28 @@ class Demo:
     # -- processes ------------------------------------------------------------------------
 
     def start_worker(self) -> None:
-        root = str(Path(__file__).resolve().parent.parent)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        command = [
-            sys.executable, "-m", "stream.cli", "worker",
-            "--broker", self.broker.url,
-            "--web-port", str(self.args.web_port),
-            "--web-host", "127.0.0.1",
-            "--app-id", f"demo-{secrets.token_hex(3)}",
-            "--data-dir", str(self.workdir / "data"),
-            "--session-timeout", "6",
-            "--clock", "live",
-        ]  # fmt: skip
-        with self.log_path.open("wb") as log:
-            self.worker = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # Ctrl-C reaches the demo only; it stops the worker
-            )
+        self.worker = WorkerProcess(
+            self.broker.url,
+            app_id=f"demo-{secrets.token_hex(3)}",
+            log_path=self.log_path,
+            clock="live",
+            data_dir=self.workdir / "data",
+            session_timeout_s=6,
+            web_port=self.args.web_port,
+            own_session=True,  # Ctrl-C reaches the demo only; it stops the worker
+        ).launch()
 
     def worker_alive(self) -> bool:
-        return self.worker is not None and self.worker.poll() is None
+        return self.worker is not None and self.worker.alive()
 
     def stop_worker(self) -> None:
-        if self.worker is not None and terminate(self.worker, WORKER_STOP_TIMEOUT_S):
-            _say(f"hotspot demo: worker alive after {WORKER_STOP_TIMEOUT_S:.0f} s; killed it")
+        if self.worker is not None:
+            self.worker.stop(WORKER_STOP_TIMEOUT_S)
+            if self.worker.killed:
+                _say(f"hotspot demo: worker alive after {WORKER_STOP_TIMEOUT_S:.0f} s; killed it")
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return []
-        return text.splitlines()[-lines:]
+        return self.worker.log_tail(lines).splitlines() if self.worker is not None else []
 
     # -- the run --------------------------------------------------------------------------
 
@@ -191,27 +172,24 @@ class Demo:
         return 1 if self.worker_failed else 0
 
     async def wait_ready(self) -> bool:
-        url = f"http://127.0.0.1:{self.args.web_port}/healthz"
+        assert self.worker is not None
         deadline = loop_time() + READY_TIMEOUT_S
-        timeout = aiohttp.ClientTimeout(total=2.0)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            while not self.stop.is_set():
-                if not self.worker_alive():
-                    self.worker_failed = True
-                    return False
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-                    async with session.get(url) as response:
-                        if response.status == 200 and (await response.json()).get("ready") is True:
-                            return True
-                if loop_time() > deadline:
-                    _say(
-                        f"hotspot demo: the worker was not ready within {READY_TIMEOUT_S:.0f} s",
-                        sys.stderr,
-                    )
-                    self.worker_failed = True
-                    return False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), 0.5)
+        while not self.stop.is_set():
+            try:
+                if await asyncio.to_thread(self.worker.ready):
+                    return True
+            except WorkerExited:
+                self.worker_failed = True
+                return False
+            if loop_time() > deadline:
+                _say(
+                    f"hotspot demo: the worker was not ready within {READY_TIMEOUT_S:.0f} s",
+                    sys.stderr,
+                )
+                self.worker_failed = True
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), 0.5)
         return False
 
     def control_room_url(self) -> str:
@@ -418,7 +396,7 @@ def run_demo(args: argparse.Namespace) -> int:
             if demo.worker is not None and not demo.worker_alive():
                 demo.worker_failed = True
             if demo.worker_failed and demo.worker is not None:
-                status = demo.worker.poll()
+                status = demo.worker.process.poll() if demo.worker.process else None
                 why = f"exited with code {status}" if status is not None else "failed"
                 _say(f"hotspot demo: the worker {why}; last lines of {demo.log_path}:", sys.stderr)
                 for line in demo.log_tail():

@@ -1,17 +1,17 @@
 """A deterministic patrol simulator: units on foot walking between hot spots and dwelling in them.
 
-It produces contract §2 Ping dicts for the demo and for tests. It is pure: no clock reads and no
-I/O; time only moves when the caller asks for the pings up to some epoch-millisecond instant
-(:meth:`PatrolSimulator.pings_until`). The same collection, seed, unit count and start give the same
-pings, however the calls to ``pings_until`` are split.
+It produces pings (the ``pings`` topic's JSON objects, as dicts) for the demo and for tests. It
+is pure: no clock reads and no I/O; time only moves when the caller asks for the pings up to
+some epoch-millisecond instant (:meth:`PatrolSimulator.pings_until`). The same collection, seed,
+unit count and start give the same pings, however the calls to ``pings_until`` are split.
 
 What each unit does, in simulated time:
 
 - **walks** at 1.2-1.5 m/s (its own pace) in a straight line to a point inside its next hot spot,
   chosen among the nearer ones, avoiding the two it visited last and crowded ones; police and PCSOs
   on one side and outreach staff on the other avoid a hot spot the other service holds or is
-  heading to (contract: "never together"), but about one choice in twenty ignores that, so
-  co-patrols can happen;
+  heading to (separate services never patrol together), but about one choice in twenty
+  ignores that, so co-patrols can happen;
 - **dwells** there for about a patrol's length (police and PCSO ≈15 min, outreach ≈40 min,
   security ≈20 min), strolling slowly between points at least ``_INSET_M`` inside the edge,
   so that GPS jitter puts some pings just outside it;

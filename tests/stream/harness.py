@@ -4,10 +4,6 @@ producer and consumer talking to it over loopback."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -20,9 +16,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from stream.broker.embedded import free_port
+from stream.tools.processes import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
+#: "no log path given": a test worker's log goes to ``test-artifacts/``
+NO_PATH = Path()
 
 
 def run(coro: Any) -> Any:
@@ -144,46 +142,24 @@ def wait_until(predicate: Any, timeout_s: float = 60.0, interval_s: float = 0.3)
 
 
 @dataclass
-class Worker:
-    """A ``hotspot worker`` subprocess."""
+class Worker(WorkerProcess):
+    """A ``hotspot worker`` subprocess for a test: a fresh app id, logging at ``info`` (the
+    tests read its log), a short session timeout, its log kept in ``test-artifacts/``."""
 
-    broker_url: str
     app_id: str = field(default_factory=lambda: f"test-{uuid.uuid4().hex[:8]}")
-    clock: str = "event"
-    geofences: Path | None = None
-    data_dir: Path | None = None
-    extra_env: dict[str, str] = field(default_factory=dict)
-    web_port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
+    log_path: Path = NO_PATH
+    session_timeout_s: float | None = 6.0
+    log_level: str | None = "info"
+    cwd: Path | None = ROOT
+
+    def __post_init__(self) -> None:
+        if self.log_path == NO_PATH:
+            stamp = int(time.time() * 1000)
+            self.log_path = ROOT / "test-artifacts" / f"worker-{self.app_id}-{stamp}.log"
 
     def start(self, timeout_s: float = 90.0) -> Worker:
-        env = dict(os.environ)
-        env.update(
-            HOTSPOT_BROKER=self.broker_url,
-            HOTSPOT_APP_ID=self.app_id,
-            HOTSPOT_CLOCK=self.clock,
-            HOTSPOT_WEB_PORT=str(self.web_port),
-            HOTSPOT_SESSION_TIMEOUT_S="6",
-            HOTSPOT_LOG_LEVEL="info",
-            PYTHONPATH=str(ROOT),
-        )
-        if self.geofences is not None:
-            env["HOTSPOT_GEOFENCES"] = str(self.geofences)
-        if self.data_dir is not None:
-            env["HOTSPOT_DATA_DIR"] = str(self.data_dir)
-        env.update(self.extra_env)
-        log_dir = ROOT / "test-artifacts"
-        log_dir.mkdir(exist_ok=True)
-        self.log_path = log_dir / f"worker-{self.app_id}-{int(time.time() * 1000)}.log"
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+        """Launch the worker and wait until it is ready; killed if it does not get there."""
+        self.launch()
         try:
             self.wait_ready(timeout_s)
         except BaseException:
@@ -191,48 +167,21 @@ class Worker:
             raise
         return self
 
-    def health(self) -> dict[str, Any] | None:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.web_port}/healthz", timeout=1
-            ) as response:
-                return dict(orjson.loads(response.read()))
-        except OSError:
-            return None
-
-    def wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"worker exited with {self.process.returncode}: {self.log_tail()}"
-                )
-            health = self.health()
-            if health and health.get("ready"):
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"worker not ready within {timeout_s} s: {self.log_tail()}")
-
     def units(self) -> list[dict[str, Any]]:
         """The worker's own part of the view (``/api/local``): every unit whose partition it
         owns. (``/api/units`` merges every worker's part.)"""
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.web_port}/api/local", timeout=5
-        ) as response:
+        with urllib.request.urlopen(f"{self.web}/api/local", timeout=5) as response:
             return list(orjson.loads(response.read())["units"])
 
     def units_view(self) -> list[dict[str, Any]]:
         """The worker's ``/api/units``: every worker's units, merged."""
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.web_port}/api/units", timeout=5
-        ) as response:
+        with urllib.request.urlopen(f"{self.web}/api/units", timeout=5) as response:
             return list(orjson.loads(response.read())["units"])
 
     def restored_partitions(self) -> list[set[int]]:
         """Partition sets of every rebalance the worker completed, oldest first, from its log
         line ``presence: N unit states restored for partitions [...]``."""
-        if self.log_path is None or not self.log_path.exists():
+        if not self.log_path.exists():
             return []
         found = []
         for line in self.log_path.read_text(errors="replace").splitlines():
@@ -241,24 +190,3 @@ class Worker:
                 inside = rest.split("]", 1)[0]
                 found.append({int(p) for p in inside.split(",") if p.strip()})
         return found
-
-    def log_tail(self, lines: int = 30) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, timeout_s: float = 30.0) -> int:
-        """SIGTERM and wait for a clean shutdown; returns the exit code."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()

@@ -32,7 +32,8 @@ from stream.alerts.webhooks import (
     verify,
     webhook_group_id,
 )
-from stream.broker.embedded import EmbeddedBroker, free_port
+from stream.broker.embedded import EmbeddedBroker
+from stream.tools.processes import free_port
 from tests.stream.harness import run
 
 EXAMPLE_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from stream.broker.embedded import free_port, start_broker
+from stream.broker.embedded import start_broker
+from stream.tools.processes import free_port
 from tests.stream.harness import Worker, consume, ping_messages, produce, values
 from tests.stream.netproxy import TcpProxy
 from tests.stream.worker.test_presence_pipeline import (

@@ -43,7 +43,14 @@ from geofences.windows import parse_assignment, window_to_obj
 from stream import cli, schemas
 from stream.records import Record, compact_json, dead_letter
 from stream.worker.settings import TopicNames
-from tests.stream.schemas_check import OUTPUT_TOPICS, TOPIC_SCHEMAS, check, errors, validator
+from tests.stream.schemas_check import (
+    OUTPUT_TOPICS,
+    TOPIC_SCHEMAS,
+    check,
+    check_records,
+    errors,
+    validator,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
@@ -926,3 +933,16 @@ def test_the_asyncapi_document_refers_to_files_beside_it() -> None:
     for ref in refs(asyncapi()):
         if not ref.startswith("#"):
             assert (schemas.directory() / ref).is_file()
+
+
+def test_records_read_from_an_output_topic_are_checked() -> None:
+    """The harness's ``consume`` passes what it read through ``check_records``."""
+    good = Record(
+        "geofence-events", 0, 0, b"HS-03", compact_json(presence_events()[0].to_json_dict())
+    )
+    bad = good._replace(value=orjson.dumps({**orjson.loads(good.value or b""), "lat": 91}))
+    assert check_records("geofence-events", [good]) == [good]
+    with pytest.raises(AssertionError, match="lat"):
+        check_records("geofence-events", [good, bad])
+    internal = Record("test-visit-updates", 0, 0, b"HS-03", b'["enter"]')
+    assert check_records("test-visit-updates", [internal]) == [internal]

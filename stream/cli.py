@@ -232,11 +232,16 @@ def cmd_schema(args: argparse.Namespace) -> int:
             )
     if args.path:
         folder = schemas.directory()
-        print(folder if name is None else folder / schemas.filename(name))
+        text = f"{folder if name is None else folder / schemas.filename(name)}\n"
     elif name is None:
-        print(json.dumps(schemas.all_schemas(), indent=2, ensure_ascii=False))
+        text = json.dumps(schemas.all_schemas(), indent=2, ensure_ascii=False) + "\n"
     else:
-        sys.stdout.write(schemas.text(name))
+        text = schemas.text(name)
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `hotspot schema | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -218,6 +218,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from stream import schemas
+
+    name = None
+    if args.name is not None:
+        name = schemas.resolve(args.name)
+        if name is None:
+            return _die(
+                f"unknown schema {args.name!r}; known: {', '.join(schemas.NAMES)}", EXIT_USAGE
+            )
+    if args.path:
+        folder = schemas.directory()
+        text = f"{folder if name is None else folder / schemas.filename(name)}\n"
+    elif name is None:
+        text = json.dumps(schemas.all_schemas(), indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = schemas.text(name)
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `hotspot schema | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hotspot", description="GPS geofence processor for hot spot patrols"
@@ -275,6 +302,30 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a hot spot file")
     validate.add_argument("file")
     validate.set_defaults(func=cmd_validate)
+
+    schema = sub.add_parser(
+        "schema",
+        help="print the JSON Schemas of the messages, or the AsyncAPI document of the topics",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Print the published interface of the topics (docs/interface.md sections 4 and 5).
+
+Without NAME: one JSON object of every message's JSON Schema (draft 2020-12), keyed
+by name. With NAME: that schema's file as shipped, or with `asyncapi` the AsyncAPI 3.0
+document (YAML) of every topic: keys, partitioning, recommended retention, and payloads
+referring to the schema files by relative path (use --path to find them).
+
+NAME is one of ping, assignment, geofence-event, dwell-event, coverage-alert,
+dead-letter, asyncapi; the message names (Ping, DwellEvent, ...) work too. An unknown
+NAME exits 2.""",
+    )
+    schema.add_argument("name", nargs="?", metavar="NAME", help="one schema, or asyncapi")
+    schema.add_argument(
+        "--path",
+        action="store_true",
+        help="print the installed file's path (without NAME: their directory) instead",
+    )
+    schema.set_defaults(func=cmd_schema)
     return parser
 
 

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from stream.tools.processes import WorkerProcess
+from tests.stream.schemas_check import check_records
 
 ROOT = Path(__file__).resolve().parents[2]
 #: "no log path given": a test worker's log goes to ``test-artifacts/``
@@ -96,8 +97,9 @@ def consume(
     bootstrap: str, topic: str, count: int, timeout_s: float = 60.0, settle_s: float = 1.0
 ) -> list[Any]:
     """Records of ``topic`` from the beginning: waits for ``count`` of them, then ``settle_s``
-    more to catch any that should not be there."""
-    return run(_consume(bootstrap, topic, count, timeout_s, settle_s))
+    more to catch any that should not be there. Values of an output topic are checked against
+    its JSON Schema (``stream/schemas``)."""
+    return check_records(topic, run(_consume(bootstrap, topic, count, timeout_s, settle_s)))
 
 
 def values(records: Sequence[Any]) -> list[dict[str, Any]]:

@@ -123,6 +123,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def run_worker(settings: Settings) -> int:
     """Prepare the broker, then run the Faust worker until SIGINT/SIGTERM."""
+    from stream.worker import faust_internals
+
+    refused = faust_internals.refusal()
+    if refused is not None:
+        return _die(refused)
     from stream.broker import tansu
     from stream.worker import memory
 

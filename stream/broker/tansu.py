@@ -35,11 +35,13 @@ when the worker talks to a Tansu broker (:func:`is_tansu`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
+
+from stream.worker import faust_internals as internals
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +79,15 @@ def records_behind(assignment: Any, topics: Collection[str]) -> int:
     return behind
 
 
-def wait_by_backlog(fetcher: Any, topics: Collection[str]) -> None:
-    """Make an aiokafka ``Fetcher`` choose each Fetch's ``max_wait`` by how far behind it is
-    on ``topics``."""
-    actions_per_node = fetcher._get_actions_per_node
+def wait_by_backlog(consumer: Any, topics: Collection[str]) -> None:
+    """Make a started aiokafka consumer choose each Fetch's ``max_wait`` by how far behind it
+    is on ``topics``."""
 
-    def actions_with_wait(assignment: Any) -> Any:
+    def wait_ms(assignment: Any) -> int:
         behind = records_behind(assignment, topics) >= BEHIND_RECORDS
-        fetcher._fetch_max_wait_ms = BEHIND_FETCH_WAIT_MS if behind else FETCH_WAIT_MS
-        return actions_per_node(assignment)
+        return BEHIND_FETCH_WAIT_MS if behind else FETCH_WAIT_MS
 
-    fetcher._get_actions_per_node = actions_with_wait
+    internals.choose_fetch_wait(consumer, wait_ms)
 
 
 def is_tansu(cluster_id: str | None) -> bool:
@@ -128,42 +128,30 @@ async def true_end_offsets(
 
 
 def install(bootstrap: str, ping_topics: Collection[str]) -> None:
-    """Patch Faust's aiokafka consumer thread so table recovery sees the true end offsets and
-    the worker's consumer fetches with a short wait, longer while behind on ``ping_topics``."""
+    """Make Faust's aiokafka consumer thread see the true end offsets in table recovery, and
+    its consumer fetch with a short wait, longer while behind on ``ping_topics``."""
     global _installed
     if _installed:
         return
-    from faust.transport.drivers import aiokafka as faust_aiokafka
 
-    thread_cls: Any = faust_aiokafka.AIOKafkaConsumerThread
-    original = thread_cls._highwaters
-
-    async def _highwaters(
-        self: Any, partitions: Sequence[TopicPartition]
-    ) -> Mapping[TopicPartition, int]:
-        reported = await original(self, partitions)
-        if self.consumer.in_transaction:
-            return reported
+    async def correct(reported: Mapping[TopicPartition, int]) -> Mapping[TopicPartition, int]:
         corrected = await true_end_offsets(bootstrap, reported)
         if corrected != dict(reported):
             log.info("tansu: corrected changelog end offsets %s -> %s", dict(reported), corrected)
         return corrected
 
-    thread_cls._highwaters = _highwaters
+    topics = frozenset(ping_topics)
 
-    create_consumer = thread_cls._create_worker_consumer
-
-    def _create_worker_consumer(self: Any, transport: Any) -> AIOKafkaConsumer:
-        consumer = create_consumer(self, transport)
-        consumer._fetch_max_wait_ms = FETCH_WAIT_MS  # read by start(), which comes later
+    def prepare(consumer: AIOKafkaConsumer) -> None:
+        internals.set_fetch_max_wait(consumer, FETCH_WAIT_MS)
         start = consumer.start
 
         async def start_waiting_by_backlog() -> None:
             await start()
-            wait_by_backlog(consumer._fetcher, frozenset(ping_topics))
+            wait_by_backlog(consumer, topics)
 
         consumer.start = start_waiting_by_backlog  # type: ignore[method-assign]
-        return consumer
 
-    thread_cls._create_worker_consumer = _create_worker_consumer
+    internals.correct_end_offsets(correct)
+    internals.on_worker_consumer(prepare)
     _installed = True

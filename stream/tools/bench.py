@@ -47,6 +47,7 @@ from stream.control_room.feed import FEED_FETCH_WAIT_MS
 from stream.kafka import key_partition
 from stream.records import Record
 from stream.worker.coverage_stage import CoverageStage, clock_message, update_messages
+from stream.worker.faust_internals import refresh_metadata
 from stream.worker.presence_stage import PresenceStage
 from stream.worker.topics import MAX_BATCH_BYTES
 
@@ -280,7 +281,7 @@ async def _partitions(consumer: Any, topic: str) -> list[int]:
         partitions = consumer.partitions_for_topic(topic)
         if partitions:
             return sorted(partitions)
-        await consumer._client.force_metadata_update()
+        await refresh_metadata(consumer)
         await asyncio.sleep(0.1)
     raise RuntimeError(f"no partitions for {topic}")
 

@@ -12,7 +12,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from itertools import chain
 from typing import Any
 
@@ -33,17 +33,13 @@ from stream.worker.coverage_stage import (
     clock_message,
     update_messages,
 )
-from stream.worker.intake import (
-    Batch,
-    Intake,
-    ack,
-    bulk_consumer_class,
-    hold,
-    hold_messages,
+from stream.worker.faust_internals import (
+    HotspotApp,
+    committed_offset,
+    forget_key_partitions,
     read_in_bulk,
-    release,
-    track,
 )
+from stream.worker.intake import Batch, Intake, ack, hold, hold_messages, release, track
 from stream.worker.outbox import outbox_of
 from stream.worker.presence_stage import PresenceStage, StageOutput
 from stream.worker.settings import Settings
@@ -57,29 +53,6 @@ RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 def batch_records(batches: Iterable[Batch]) -> list[Consumed]:
     """The intake's batches' records, in order (``Record``s read off the fetched batches)."""
     return [record for batch in batches for record in batch.records]
-
-
-class HotspotApp(faust.App):
-    """A Faust app whose consumer hands the pings topics to :attr:`intake` in batches."""
-
-    intake: Intake | None = None
-    #: called when a rebalance has waited for the records in flight, before it goes on
-    before_handover: Callable[[], Awaitable[None]] | None = None
-
-    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
-        """Faust's wait for the records in flight (on a rebalance's revoke and at shutdown,
-        faust-streaming 0.15), then :attr:`before_handover`: the presence loop's held batches
-        are flushed and acked while this worker still owns their partitions."""
-        await super()._consumer_wait_empty(consumer, logger)
-        if self.before_handover is not None:
-            await self.before_handover()
-
-    def _new_consumer(self) -> Any:
-        transport = self.transport
-        transport.Consumer = bulk_consumer_class(type(transport).Consumer)  # type: ignore[misc]
-        consumer = super()._new_consumer()
-        consumer.intake = self.intake
-        return consumer
 
 
 def as_records(events: Iterable[Any]) -> list[Record]:
@@ -362,7 +335,7 @@ class Processor:
                 return False
             if highwater is None:
                 return False
-            read = self._next_offset.get(tp, consumer._committed_offset.get(tp) or 0)
+            read = self._next_offset.get(tp, committed_offset(consumer, tp) or 0)
             if read < highwater:
                 return False
             self._idle.add(tp)
@@ -516,11 +489,10 @@ class Processor:
         self.stage.reset_watermark()
         recovered = [(key, raw) for key, raw in data.items() if raw]
         restored = self.stage.restore(recovered, owned)
-        partition_of = getattr(data, "_key_partition", {})  # Faust's memory store's, per key
-        for key, _ in recovered:
-            if key.decode() in self.stage.states:
-                del data[key]
-                partition_of.pop(key, None)
+        adopted = [key for key, _ in recovered if key.decode() in self.stage.states]
+        for key in adopted:
+            del data[key]
+        forget_key_partitions(data, adopted)
         return restored
 
     async def _on_rebalance_complete(self, app: faust.App, **_: Any) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from stream.kafka import key_partition
 from stream.records import Outgoing
+from stream.worker.faust_internals import kafka_producer
 
 log = logging.getLogger("hotspot")
 
@@ -45,7 +46,7 @@ class Outbox:
     async def send(self, messages: Iterable[Outgoing]) -> None:
         """Queue every message for sending; returns once all are with the producer (not yet
         acknowledged, as ``topic.send``). A delivery error is logged."""
-        producer = self.app.producer._ensure_producer()
+        producer = kafka_producer(self.app)
         builders: dict[tuple[str, int], Any] = {}
         for topic, key, value, partition in messages:
             if partition is None:

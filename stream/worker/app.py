@@ -27,6 +27,7 @@ from stream.control_room.feed import Feed, read_outputs
 from stream.control_room.server import ControlRoom
 from stream.records import Consumed, Message, Outgoing, Record
 from stream.worker import memory, metrics
+from stream.worker.checkpoint import Changelog, Checkpoint
 from stream.worker.coverage_stage import (
     CoverageOutput,
     CoverageStage,
@@ -39,7 +40,7 @@ from stream.worker.faust_internals import (
     forget_key_partitions,
     read_in_bulk,
 )
-from stream.worker.intake import Batch, Intake, ack, hold, hold_messages, release, track
+from stream.worker.intake import Batch, Intake, track
 from stream.worker.outbox import outbox_of
 from stream.worker.presence_stage import PresenceStage, StageOutput
 from stream.worker.settings import Settings
@@ -65,13 +66,6 @@ def as_records(events: Iterable[Any]) -> list[Record]:
         records.append(Record(m.topic, m.partition, m.offset, m.key, m.value, ts_ms))
     return records
 
-
-#: table writes (unit states; coverage rows, whole hot spots at a time) encoded and handed to
-#: the producer at a time when flushing: a slice's keys, values and messages are freed before
-#: the next is made. The 100,000 visit rows of the bench's memory load made at once were about
-#: 35 MB of small blocks (a key, a value and two tuples a row), which the interpreter then kept
-#: for blocks of those sizes only: its free blocks at the end went from 37-45 MB to 22-27 MB.
-FLUSH_SLICE = 5_000
 
 #: the cyclic collector's thresholds (``gc.set_threshold``; Python's are 700, 10, 10)
 GC_THRESHOLDS = (100_000, 50, 100)
@@ -121,12 +115,6 @@ class Processor:
         self._sent_parts: dict[str, int] = {}
         self._next_offset: dict[TP, int] = {}
         self._idle: set[TP] = set()
-        #: processed pings batches and coverage messages waiting for the next flush to be acked
-        self._held: list[Batch] = []
-        self._held_coverage: list[Any] = []
-        self._flushed_at = time.monotonic()
-        #: held by a flush, and by the coverage agent around each of its batches
-        self._flushing = asyncio.Lock()
         self.ready = False
         endpoints = endpoints_from_env()
         self.webhooks = (
@@ -186,7 +174,16 @@ class Processor:
 
         self.intake = app.intake = Intake(set(plan.ping_topics), max_buffered=4 * s.batch_size)
         read_in_bulk(self.intake.topics)
-        app.before_handover = self.flush_states
+        self.checkpoint = Checkpoint(
+            app,
+            outbox_of(app),
+            (
+                Changelog(self.stage, self.table, keep=False),  # the stage holds the states
+                Changelog(self.coverage, self.coverage_table, keep=True),  # read at rebalance
+            ),
+            asyncio.Lock(),
+        )
+        app.before_handover = self._hand_over
         app.flow_control.manage_queue(self.intake)  # type: ignore[arg-type]
         app.topics.add(self.source)
         app.task(self._presence_loop)
@@ -244,20 +241,21 @@ class Processor:
 
     async def _presence_loop(self) -> None:
         """The pings topics' batches (stream/worker/intake.py) through the presence stage. Their
-        output goes to the producer at once; they are acked at the next flush of unit states
-        (:meth:`flush_states`, every ``state_flush_s``). A failure stops the worker."""
+        output goes to the producer at once; they are acked at the next checkpoint (every
+        ``state_flush_s``). A failure, a checkpoint's included, stops the worker."""
         s = self.settings
         consumer = self.app.consumer
+        checkpoint = self.checkpoint
         try:
             while not self.app.should_stop:
+                checkpoint.check()
                 batches = await self.intake.take(s.batch_size, s.batch_within_s, idle_s=1.0)
                 if batches:
                     track(consumer, batches)
                     await self._presence_batch(batches)
-                    hold(consumer, batches)
-                    self._held.extend(batches)
-                if time.monotonic() - self._flushed_at >= s.state_flush_s:
-                    await self.flush_states()
+                    checkpoint.hold(batches)
+                if checkpoint.due(s.state_flush_s):
+                    await checkpoint.run()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -281,31 +279,9 @@ class Processor:
         if clock_ready:
             await self._broadcast_watermark()
 
-    async def flush_states(self) -> None:
-        """Write every unit state and coverage ledger changed since the last flush to the
-        changelogs, each once, then ack the records processed before: their offsets are
-        committed only once the state they produced is with the producer, so a crash in
-        between loses nothing (those records are read again, and replay to the same states,
-        event ids and alerts). A unit pinging several times between flushes (a backlog, a
-        replay), or a visit extended by several of them, is written once (README:
-        Performance)."""
-        async with self._flushing:
-            self._flushed_at = time.monotonic()
-            held, self._held = self._held, []
-            held_coverage, self._held_coverage = self._held_coverage, []
-            outbox = outbox_of(self.app)
-            stages: tuple[tuple[PresenceStage | CoverageStage, Any, bool], ...] = (
-                (self.stage, self.table, False),  # the stage holds the states
-                (self.coverage, self.coverage_table, True),  # ledgers are read again at rebalance
-            )
-            for stage, table, keep in stages:
-                while stage.unwritten:
-                    writes = stage.take_writes(FLUSH_SLICE)
-                    await outbox.send(self._write(table, writes.items(), keep))
-            consumer = self.app.consumer
-            for batch in held:
-                ack(consumer, batch)
-            release(consumer, held_coverage)
+    async def _hand_over(self) -> None:
+        """Before a rebalance goes on, and at shutdown: everything processed is committed."""
+        await self.checkpoint.run(wait=True)
 
     def _stored_state(self, key: bytes) -> bytes | None:
         """A unit's state as recovered from the changelog, if the stage does not hold it."""
@@ -348,8 +324,10 @@ class Processor:
             return
         self._sent_parts = parts
         message = clock_message(parts, self.stage.first_ts)
-        for partition in range(self.plan.partitions):
-            await self.visit_topic.send(value=message, partition=partition)
+        visit_topic = self.visit_topic.get_topic_name()
+        await outbox_of(self.app).send(
+            (visit_topic, None, message, partition) for partition in range(self.plan.partitions)
+        )
 
     async def _coverage_agent(self, stream: faust.StreamT[Any]) -> None:
         s = self.settings
@@ -357,16 +335,14 @@ class Processor:
         async for events in stream.take_events(s.batch_size, within=s.coverage_within_s):
             records = as_records(events)
             live_now = wall_clock_ms() if s.clock == "live" else None
-            # Not during a flush: what a flush writes is then exactly what the records it acks
-            # changed, and a batch's records are held only once its alerts are sent.
-            async with self._flushing:
+            # Not during a checkpoint's writes: what it writes is then exactly what the records
+            # it acks changed, and a batch's records are held only once its alerts are sent.
+            async with self.checkpoint.lock:
                 out = self.coverage.process(
                     records, store, live_now, self._owned_partitions(self.plan.visit_updates)
                 )
                 await self.publish_coverage(out)
-                messages = [event.message for event in events]
-                hold_messages(self.app.consumer, messages)
-                self._held_coverage.extend(messages)
+                self.checkpoint.hold_messages([event.message for event in events])
 
     async def _assignments_agent(self, stream: faust.StreamT[Any]) -> None:
         async for events in stream.take_events(100, within=0.2):
@@ -395,7 +371,7 @@ class Processor:
     async def publish(self, out: StageOutput) -> None:
         """Send a stage's output (dead letters, re-keyed pings, events, visit updates) at once,
         one record batch per topic partition (stream/worker/outbox.py). Unit states go with the next
-        :meth:`flush_states`."""
+        checkpoint."""
         visit_topic = self.visit_topic.get_topic_name()
         await outbox_of(self.app).send(
             chain(
@@ -412,31 +388,6 @@ class Processor:
             )
         )
         metrics.record(out)
-
-    @staticmethod
-    def _write(
-        table: Any, writes: Iterable[tuple[bytes, tuple[int, bytes | None]]], keep: bool = True
-    ) -> list[Outgoing]:
-        """Write table entries; returns their changelog messages, each with an explicit
-        partition (the key's own), for the caller to send.
-
-        A value of None deletes the key (a tombstone in the changelog). With ``keep`` False
-        the table keeps nothing in memory: the stage holds the state, and the changelog gets
-        it (the key and value beside the decoded state were about 150 B a unit; even a
-        marker value keeps the key and a dict slot, about 100 B: 10 MB at 100,000 units).
-        Faust's ``table[key] = value`` takes the partition from the current event, which a
-        batch or a timer does not have; each stage knows its keys' partitions, so we say it.
-        """
-        data = table.data
-        changelog = table.changelog_topic.get_topic_name()
-        messages: list[Outgoing] = []
-        for key, (partition, value) in writes:
-            if value is None or not keep:
-                data.pop(key, None)
-            else:
-                data[key] = value
-            messages.append((changelog, key, value, partition))
-        return messages
 
     # -- clock and rebalancing -----------------------------------------------------------
 
@@ -510,7 +461,7 @@ class Processor:
         # Ledgers are read again from the table, as of the handover's flush; coverage records
         # processed since are not acked, and are read again from the committed offsets.
         self.coverage.forget()
-        self._held_coverage.clear()
+        self.checkpoint.forget_messages()
         log.info("presence: %d unit states restored for partitions %s", restored, sorted(owned))
         if self.settings.clock == "live":
             # the first tick builds every owned hot spot's ledger (~0.3 s for 2,000): here, not

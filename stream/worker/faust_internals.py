@@ -177,11 +177,16 @@ class HotspotApp(faust.App):
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
         """Replaces: Faust's wait for the records in flight (a rebalance's revoke, shutdown).
-        Why: the held batches must be flushed and committed while this worker still owns
-        their partitions, so :attr:`before_handover` runs right after it."""
+        Why: the held batches must be checkpointed while this worker still owns their
+        partitions, so :attr:`before_handover` runs right after it. Its failure crashes the
+        app (Faust would only log it at shutdown)."""
         await super()._consumer_wait_empty(consumer, logger)
         if self.before_handover is not None:
-            await self.before_handover()
+            try:
+                await self.before_handover()
+            except Exception as exc:
+                await self.crash(exc)
+                raise
 
     def _new_consumer(self) -> Any:
         """Replaces: the transport's consumer class, with :func:`bulk_consumer_class`'s."""

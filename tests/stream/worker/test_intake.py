@@ -324,3 +324,22 @@ def test_records_of_another_aiokafka_shape_are_left_to_aiokafka() -> None:
     del records._check_crcs
     assert not readable_in_bulk(records)
     assert not readable_in_bulk(object())
+
+
+def test_a_failed_seek_back_is_raised() -> None:
+    """Records fetched but not handed over are lost unless the seek back happens, so its
+    failure stops the fetch loop (and with it the worker), not only a log line."""
+
+    async def scenario() -> None:
+        app = HotspotApp("intake-test-4", broker="kafka://127.0.0.1:9")
+        app.intake = Intake({"pings"}, max_buffered=100)
+        consumer = app.consumer
+
+        async def perform_seek() -> None:
+            raise ConnectionError("broker gone")
+
+        consumer.perform_seek = perform_seek
+        await consumer.seek_back({TP0})
+
+    with pytest.raises(ConnectionError):
+        run(scenario())

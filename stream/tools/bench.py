@@ -950,7 +950,7 @@ def run_bench(args: argparse.Namespace) -> int:
         )
 
     if "stage" not in skip:
-        from stream.worker.app import GC_THRESHOLDS
+        from stream.worker.gc_tuning import GC_THRESHOLDS
 
         tuned = stage_pings_per_s(load, GC_THRESHOLDS)
         default = stage_pings_per_s(load, PYTHON_GC_THRESHOLDS)

@@ -14,7 +14,13 @@ from pathlib import Path
 
 from geofences.errors import HotSpotFileError
 from geofences.hotspots import HotSpotCollection, demo_hotspots_path, load_hotspots
-from stream.worker.settings import Settings, TopicNames, coverage_from_env, presence_from_env
+from stream.worker.settings import (
+    Settings,
+    TopicNames,
+    coverage_from_env,
+    presence_from_env,
+    resolve_session_timeout,
+)
 
 EXIT_USAGE = 2
 
@@ -51,14 +57,15 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
         default=int(env("HOTSPOT_PARTITIONS", "8")),
         help="partitions of topics the worker creates (an existing pings topic wins)",
     )
+    session_timeout = env("HOTSPOT_SESSION_TIMEOUT_S")
+    parser.add_argument(
+        "--session-timeout",
+        type=float,
+        default=None if session_timeout is None else float(session_timeout),
+        help="consumer group session timeout (s; default: 6 on the embedded broker, 30 otherwise)",
+    )
     defaults = Settings()
     for flag, name, default, text in (
-        (
-            "--session-timeout",
-            "HOTSPOT_SESSION_TIMEOUT_S",
-            defaults.session_timeout_s,
-            "consumer group session timeout",
-        ),
         (
             "--state-flush",
             "HOTSPOT_STATE_FLUSH_S",
@@ -152,6 +159,7 @@ def run_worker(settings: Settings) -> int:
     ):
         plan = TopicPlan(settings.topics, settings.app_id, info.partitions)
         tansu.install(settings.bootstrap_servers[0], plan.ping_topics)
+    settings = resolve_session_timeout(settings, tansu.is_tansu(info.cluster_id))
 
     import faust
 

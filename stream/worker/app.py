@@ -36,7 +36,7 @@ from stream.worker.intake import Batch, Intake, track
 from stream.worker.outbox import outbox_of
 from stream.worker.presence_stage import PresenceStage, StageOutput
 from stream.worker.rebalance import Ownership, Rebalancing
-from stream.worker.settings import Settings
+from stream.worker.settings import SESSION_TIMEOUT_S, Settings
 from stream.worker.topics import MAX_BATCH_BYTES, TopicPlan
 
 log = logging.getLogger("hotspot")
@@ -91,6 +91,7 @@ class Processor:
 
     def _create_app(self) -> faust.App:
         s = self.settings
+        session_timeout_s = s.session_timeout_s or SESSION_TIMEOUT_S  # resolved by the CLI
         app = HotspotApp(
             s.app_id,
             broker=s.broker,
@@ -105,8 +106,8 @@ class Processor:
             canonical_url=s.web_url or f"http://{s.web_host}:{s.web_port}",
             web_router_enabled=False,
             web_tables_enabled=False,
-            broker_session_timeout=s.session_timeout_s,
-            broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
+            broker_session_timeout=session_timeout_s,
+            broker_heartbeat_interval=min(3.0, session_timeout_s / 3),
             consumer_auto_offset_reset="earliest",
             producer_linger=0.005,
             producer_max_batch_size=MAX_BATCH_BYTES,  # one record batch per partition per publish

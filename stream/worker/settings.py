@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from geofences.coverage import CoverageSettings
@@ -74,12 +74,29 @@ class Settings:
     #: unit once, however often it pinged since), and the pings read before acked
     state_flush_s: float = 3.0
     tick_interval_s: float = 1.0
-    session_timeout_s: float = 30.0
+    #: the consumer group session timeout; None: by broker (:func:`resolve_session_timeout`)
+    session_timeout_s: float | None = None
     log_level: str = "warning"
 
     @property
     def bootstrap_servers(self) -> list[str]:
         return bootstrap_servers(self.broker)
+
+
+#: the session timeout on Kafka (its own default is 45 s)
+SESSION_TIMEOUT_S = 30.0
+#: the session timeout on the embedded broker: Tansu holds a JoinGroup for half the member's
+#: session timeout, so a worker sees its first assignment that much later
+TANSU_SESSION_TIMEOUT_S = 6.0
+
+
+def resolve_session_timeout(settings: Settings, tansu: bool) -> Settings:
+    """``settings`` with the session timeout by broker, unless one was given."""
+    if settings.session_timeout_s is not None:
+        return settings
+    return replace(
+        settings, session_timeout_s=TANSU_SESSION_TIMEOUT_S if tansu else SESSION_TIMEOUT_S
+    )
 
 
 def presence_from_env() -> PresenceSettings:

@@ -109,7 +109,7 @@ def run_worker(settings: Settings) -> int:
         processor.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
     )
     # Faust's terminal spinner sets the root logger to DEBUG so that every log line turns it:
-    # aiokafka and Faust then build a LogRecord per message sent (~15 % of the worker's CPU).
+    # aiokafka and Faust would then build a LogRecord per message sent.
     worker.spinner = None
     try:
         worker.execute_from_commandline()
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--no-progress", action="store_true")
     replay.set_defaults(func=cmd_replay)
 
-    bench = sub.add_parser("bench", help="measure throughput, latency and memory (issue 3)")
+    bench = sub.add_parser("bench", help="measure throughput, latency and memory")
     from stream.tools.bench import add_arguments
 
     add_arguments(bench)

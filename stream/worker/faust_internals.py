@@ -471,8 +471,8 @@ def drain(records: Any) -> list[Record]:
     own iteration would give them (read uncommitted): control batches skipped, records before
     the fetch offset skipped, the CRC checked if asked; its next fetch offset moved past all.
 
-    Replaces: ``PartitionRecords``' iteration. Why: it costs about three times as much a
-    record, in the consumer thread."""
+    Replaces: ``PartitionRecords``' iteration. Why: it costs more a record, in the consumer
+    thread."""
     tp = records._tp
     topic, partition = tp.topic, tp.partition
     memory = records._records

@@ -142,9 +142,8 @@ def test_restart_restores_exact_unit_state(broker: EmbeddedBroker, tmp_path: Pat
 
 def test_on_tansu_the_worker_fetches_with_a_short_wait() -> None:
     """Tansu holds a waiting Fetch for most of its ``max_wait`` even when records arrive
-    (Kafka answers at once), so with Faust's 1,500 ms a ping waited up to 750 ms in the
-    worker's fetch alone (figures in stream/broker/tansu.py). The work-around gives the worker's
-    consumer a short wait."""
+    (Kafka answers at once), so with Faust's 1,500 ms a ping would wait most of that in the
+    worker's fetch alone. The work-around gives the worker's consumer a short wait."""
 
     async def waits() -> tuple[int, int]:
         app = faust.App("fetch-wait-check", broker="kafka://127.0.0.1:9")

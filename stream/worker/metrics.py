@@ -82,7 +82,7 @@ def observe_gauges(tracked: int, present: int, hotspot_states: Iterable[str]) ->
     """Set the gauges: units held, units present somewhere, owned hot spots by state.
 
     Read from the stages at each scrape, not from the control room's per-unit listing, which
-    at 100,000 units is some 100 MB of transient dicts and strings (``hotspot bench``)."""
+    builds a dict and strings per unit."""
     units_tracked.set(tracked)
     units_present.set(present)
     states = Tally(hotspot_states)

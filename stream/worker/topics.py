@@ -19,7 +19,7 @@ from stream.worker.settings import Settings, TopicNames
 
 #: the largest record batch the worker produces (one per partition and publish), and the most
 #: its consumers fetch per partition: a fetch never has to exceed it, and what one fetch holds
-#: in memory stays small (worker RSS, README: Performance)
+#: in memory stays small
 MAX_BATCH_BYTES = 512 * 1024
 
 

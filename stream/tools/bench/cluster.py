@@ -23,6 +23,7 @@ from stream.control_room.feed import FEED_FETCH_WAIT_MS
 from stream.tools.bench.load import Load, Message, partitioned
 from stream.tools.bench.reference import OUT_TOPICS
 from stream.tools.processes import WorkerProcess, free_port
+from stream.worker.faust_internals import refresh_metadata
 from stream.worker.topics import MAX_BATCH_BYTES
 
 #: how long a bench worker may take to be ready, and to stop after SIGTERM
@@ -118,7 +119,7 @@ async def partitions_of(consumer: Any, topic: str) -> list[int]:
         partitions = consumer.partitions_for_topic(topic)
         if partitions:
             return sorted(partitions)
-        await consumer._client.force_metadata_update()
+        await refresh_metadata(consumer)
         await asyncio.sleep(0.1)
     raise RuntimeError(f"no partitions for {topic}")
 

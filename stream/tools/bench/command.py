@@ -64,7 +64,7 @@ def run_bench(args: argparse.Namespace) -> int:
         note(*kernel_rows(run_kernel(load, 100 if quick else 300)))
 
     if "stage" not in skip:
-        from stream.worker.app import GC_THRESHOLDS
+        from stream.worker.gc_tuning import GC_THRESHOLDS
 
         tuned = stage_pings_per_s(load, GC_THRESHOLDS)
         python_gc = stage_pings_per_s(load, PYTHON_GC_THRESHOLDS)

@@ -20,6 +20,7 @@ from aiokafka.structs import TopicPartition
 from stream.broker import tansu
 from stream.broker.embedded import EmbeddedBroker
 from stream.broker.tansu import true_end_offsets
+from stream.worker.faust_internals import fetch_max_wait_ms
 from tests.stream.harness import Worker, ping_messages, run
 from tests.stream.worker.test_presence_pipeline import SIDE_M, ping, square_file
 
@@ -141,16 +142,15 @@ def test_restart_restores_exact_unit_state(broker: EmbeddedBroker, tmp_path: Pat
 
 def test_on_tansu_the_worker_fetches_with_a_short_wait() -> None:
     """Tansu holds a waiting Fetch for most of its ``max_wait`` even when records arrive
-    (Kafka answers at once), so with Faust's 1,500 ms a ping waited up to 750 ms in the
-    worker's fetch alone (figures in stream/broker/tansu.py). The work-around gives the worker's
-    consumer a short wait."""
+    (Kafka answers at once), so with Faust's 1,500 ms a ping would wait most of that in the
+    worker's fetch alone. The work-around gives the worker's consumer a short wait."""
 
     async def waits() -> tuple[int, int]:
         app = faust.App("fetch-wait-check", broker="kafka://127.0.0.1:9")
         thread = app.consumer._thread
-        before = thread._create_worker_consumer(app.transport)._fetch_max_wait_ms
+        before = fetch_max_wait_ms(thread._create_worker_consumer(app.transport))
         tansu.install("127.0.0.1:9", ("pings",))
-        after = thread._create_worker_consumer(app.transport)._fetch_max_wait_ms
+        after = fetch_max_wait_ms(thread._create_worker_consumer(app.transport))
         return before, after
 
     assert asyncio.run(waits()) == (1500, tansu.FETCH_WAIT_MS)
@@ -180,7 +180,7 @@ def test_a_consumer_behind_on_pings_fetches_with_the_longer_wait(broker: Embedde
         )
         await consumer.start()
         try:
-            tansu.wait_by_backlog(consumer._fetcher, counted)
+            tansu.wait_by_backlog(consumer, counted)
             tps = [TopicPartition(topic, p) for p in range(4)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
@@ -189,12 +189,12 @@ def test_a_consumer_behind_on_pings_fetches_with_the_longer_wait(broker: Embedde
                 batch = await consumer.getmany(timeout_ms=5000, max_records=1000)
                 taken += sum(len(r) for r in batch.values())
             await asyncio.sleep(0.5)  # the fetcher plans its next Fetch
-            behind = consumer._fetcher._fetch_max_wait_ms
+            behind = fetch_max_wait_ms(consumer)
             while taken < total:
                 batch = await consumer.getmany(timeout_ms=5000)
                 taken += sum(len(r) for r in batch.values())
             await asyncio.sleep(0.5)
-            return taken, behind, consumer._fetcher._fetch_max_wait_ms
+            return taken, behind, fetch_max_wait_ms(consumer)
         finally:
             await consumer.stop()
 

@@ -24,17 +24,14 @@ from hypothesis import strategies as st
 from intervaltree import IntervalTree
 
 from stream.records import Record
-from stream.worker.app import HotspotApp
-from stream.worker.intake import (
-    Batch,
-    Intake,
-    _readable_in_bulk,
-    ack,
+from stream.worker.faust_internals import (
+    HotspotApp,
     acked_run_end,
     drain,
     read_in_bulk,
-    track,
+    readable_in_bulk,
 )
+from stream.worker.intake import Batch, Intake, ack, track
 
 TP0 = TP("pings", 0)
 
@@ -120,8 +117,8 @@ def test_offsets_missing_from_a_fetch_do_not_stall_commits(consumer: Any) -> Non
     with_gap = batch(0, 1, 2, 5, 6)
 
     async def note() -> None:
-        await consumer._note_gaps(TP0, None, with_gap.records)
-        await consumer._note_gaps(TP0, 6, batch(9, 10).records)
+        await consumer.note_gaps(TP0, None, with_gap.records)
+        await consumer.note_gaps(TP0, 6, batch(9, 10).records)
 
     run(note())
     ack(consumer, with_gap)
@@ -199,13 +196,13 @@ def test_a_fetch_the_flow_stopped_before_it_was_handed_over_is_read_again() -> N
         consumer.highwater = lambda tp: 12
         active = {TP0, tp1}
         consumer.resume_flow()
-        paused = await consumer._deliver(consumer.intake, fetched, {TP0})
+        paused = await consumer.deliver(consumer.intake, fetched, {TP0})
         consumer.intake.clear()
         consumer._read_offset.clear()
-        whole = await consumer._deliver(consumer.intake, fetched, active)
+        whole = await consumer.deliver(consumer.intake, fetched, active)
         consumer.stop_flow()
-        stopped = await consumer._deliver(consumer.intake, fetched, active)
-        await consumer._seek_back(stopped)
+        stopped = await consumer.deliver(consumer.intake, fetched, active)
+        await consumer.seek_back(stopped)
         return paused, whole, stopped, consumer
 
     paused, whole, stopped, consumer = run(scenario())
@@ -323,7 +320,26 @@ def test_only_the_intake_topics_are_read_in_bulk() -> None:
 def test_records_of_another_aiokafka_shape_are_left_to_aiokafka() -> None:
     """A ``PartitionRecords`` without an attribute the bulk read uses is not read in bulk."""
     records = partition_records(b"".join(FETCHED), 10)
-    assert _readable_in_bulk(records)
+    assert readable_in_bulk(records)
     del records._check_crcs
-    assert not _readable_in_bulk(records)
-    assert not _readable_in_bulk(object())
+    assert not readable_in_bulk(records)
+    assert not readable_in_bulk(object())
+
+
+def test_a_failed_seek_back_is_raised() -> None:
+    """Records fetched but not handed over are lost unless the seek back happens, so its
+    failure stops the fetch loop (and with it the worker), not only a log line."""
+
+    async def scenario() -> None:
+        app = HotspotApp("intake-test-4", broker="kafka://127.0.0.1:9")
+        app.intake = Intake({"pings"}, max_buffered=100)
+        consumer = app.consumer
+
+        async def perform_seek() -> None:
+            raise ConnectionError("broker gone")
+
+        consumer.perform_seek = perform_seek
+        await consumer.seek_back({TP0})
+
+    with pytest.raises(ConnectionError):
+        run(scenario())

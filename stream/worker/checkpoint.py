@@ -1,0 +1,166 @@
+"""The checkpoint: how a crash loses nothing and repeats nothing.
+
+Every ``state_flush_s``, before a rebalance hands partitions over, and at shutdown:
+
+1. the unit states and coverage ledgers changed since the last checkpoint are written to
+   their tables,
+2. and their changelog records handed to the producer (the outputs of the records processed
+   went to it as they were made);
+3. once the broker has acknowledged every record sent since the previous checkpoint,
+4. the records processed before this checkpoint are acked, for Faust to commit.
+
+A crash before (4) replays those records from the last commit, to the same states, event ids
+and alerts. A delivery that fails stops the commit and raises :class:`DeliveryFailed`; the
+worker stops with it.
+
+Steps 3 and 4 go on in the background, so the presence loop does not wait for the broker's
+answers; the next checkpoint runs them in order after the previous one's, and a hand-over or
+shutdown waits for all of them (:meth:`Checkpoint.run` with ``wait``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from stream.records import Outgoing
+from stream.worker.errors import DeliveryFailed
+from stream.worker.intake import Batch, ack, hold, hold_messages, release
+from stream.worker.outbox import Outbox
+
+#: table writes encoded and handed to the producer at a time: a slice's keys, values and
+#: messages are freed before the next is made, so a large flush (a replay) does not leave the
+#: interpreter holding many small blocks
+FLUSH_SLICE = 5_000
+
+
+class Writer(Protocol):
+    """A stage whose changed entries a checkpoint writes (the presence and coverage stages)."""
+
+    @property
+    def unwritten(self) -> Any: ...
+
+    def take_writes(self, most: int | None = None) -> Mapping[bytes, tuple[int, bytes | None]]: ...
+
+
+@dataclass(frozen=True)
+class Changelog:
+    """A stage and the table its changes are written to. With ``keep`` False the table keeps
+    nothing in memory (the stage holds the state; the changelog gets it)."""
+
+    stage: Writer
+    table: Any
+    keep: bool
+
+
+def table_writes(
+    table: Any, writes: Iterable[tuple[bytes, tuple[int, bytes | None]]], keep: bool = True
+) -> list[Outgoing]:
+    """Write table entries; returns their changelog messages, each with an explicit
+    partition (the key's own), for the caller to send.
+
+    A value of None deletes the key (a tombstone in the changelog). Faust's ``table[key] =
+    value`` takes the partition from the current event, which a batch or a timer does not
+    have; each stage knows its keys' partitions, so we say it."""
+    data = table.data
+    changelog = table.changelog_topic.get_topic_name()
+    messages: list[Outgoing] = []
+    for key, (partition, value) in writes:
+        if value is None or not keep:
+            data.pop(key, None)
+        else:
+            data[key] = value
+        messages.append((changelog, key, value, partition))
+    return messages
+
+
+async def confirm(deliveries: Sequence[asyncio.Future[Any]]) -> None:
+    """Wait until every delivery is done; raise :class:`DeliveryFailed` if one failed."""
+    if deliveries:
+        await asyncio.wait(deliveries)
+    for delivery in deliveries:
+        if delivery.cancelled():
+            raise DeliveryFailed("a record batch's delivery was cancelled")
+        exc = delivery.exception()
+        if exc is not None:
+            raise DeliveryFailed(f"the broker did not take a record batch: {exc!r}") from exc
+
+
+class Checkpoint:
+    """The records processed since the last checkpoint, and what commits them."""
+
+    def __init__(
+        self, app: Any, outbox: Outbox, changelogs: Sequence[Changelog], lock: asyncio.Lock
+    ) -> None:
+        self.app = app
+        self.outbox = outbox
+        self.changelogs = changelogs
+        #: held by a checkpoint's steps 1-2, and by the coverage agent around each batch: what
+        #: a checkpoint writes is then exactly what the records it acks changed
+        self.lock = lock
+        self.taken_at = time.monotonic()
+        self._batches: list[Batch] = []
+        self._messages: list[Any] = []
+        self._committing: asyncio.Future[None] | None = None
+
+    def hold(self, batches: Sequence[Batch]) -> None:
+        """Processed pings batches, to be acked at the next checkpoint."""
+        hold(self.app.consumer, batches)
+        self._batches.extend(batches)
+
+    def hold_messages(self, messages: Sequence[Any]) -> None:
+        """Processed Faust messages (the coverage agent's), to be acked at the next one."""
+        hold_messages(self.app.consumer, messages)
+        self._messages.extend(messages)
+
+    def forget_messages(self) -> None:
+        """After a rebalance: held messages are read again from the committed offsets."""
+        self._messages.clear()
+
+    def due(self, interval_s: float) -> bool:
+        return time.monotonic() - self.taken_at >= interval_s
+
+    def check(self) -> None:
+        """Raise the failure of a checkpoint that went on in the background, if one failed."""
+        committing = self._committing
+        if committing is not None and committing.done():
+            committing.result()
+
+    async def run(self, wait: bool = False) -> None:
+        """Take a checkpoint; with ``wait``, return once it and every earlier one committed."""
+        self.check()
+        async with self.lock:
+            self.taken_at = time.monotonic()
+            batches, self._batches = self._batches, []
+            messages, self._messages = self._messages, []
+            for changelog in self.changelogs:
+                stage = changelog.stage
+                while stage.unwritten:
+                    writes = stage.take_writes(FLUSH_SLICE)
+                    await self.outbox.send(
+                        table_writes(changelog.table, writes.items(), changelog.keep)
+                    )
+            deliveries = self.outbox.take_deliveries()
+            self._committing = asyncio.ensure_future(
+                self._commit(self._committing, deliveries, batches, messages)
+            )
+        if wait:
+            await self._committing
+
+    async def _commit(
+        self,
+        previous: asyncio.Future[None] | None,
+        deliveries: Sequence[asyncio.Future[Any]],
+        batches: list[Batch],
+        messages: list[Any],
+    ) -> None:
+        if previous is not None:
+            await previous
+        await confirm(deliveries)
+        consumer = self.app.consumer
+        for batch in batches:
+            ack(consumer, batch)
+        release(consumer, messages)

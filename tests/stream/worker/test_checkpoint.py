@@ -1,0 +1,157 @@
+"""The checkpoint (stream/worker/checkpoint.py): states written, every record sent since the
+last checkpoint acknowledged, and only then the processed records acked for Faust to commit;
+a failed delivery stops the commit and is raised. A real Faust consumer's bookkeeping (never
+started), a fake aiokafka producer whose deliveries the test settles."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaTimeoutError
+from faust.types import TP
+
+from stream.records import Record
+from stream.worker import outbox as outbox_module
+from stream.worker.checkpoint import Changelog, Checkpoint
+from stream.worker.errors import DeliveryFailed
+from stream.worker.faust_internals import HotspotApp
+from stream.worker.intake import Batch, Intake, track
+from stream.worker.outbox import Outbox
+
+TP0 = TP("pings", 0)
+
+
+class RecordBatch:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes | None, bytes | None]] = []
+
+    def append(self, key: bytes | None, value: bytes | None, timestamp: Any) -> object:
+        self.records.append((key, value))
+        return object()
+
+    def close(self) -> None:
+        pass
+
+
+class Producer:
+    """aiokafka's batch API; each delivery a future the test settles."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, RecordBatch, asyncio.Future[Any]]] = []
+
+    def create_batch(self) -> RecordBatch:
+        return RecordBatch()
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1}
+
+    async def send_batch(self, batch: RecordBatch, topic: str, partition: int) -> Any:
+        delivery = asyncio.get_running_loop().create_future()
+        self.sent.append((topic, partition, batch, delivery))
+        return delivery
+
+    def settle(self, fail_topic: str | None = None) -> None:
+        for topic, _, _, delivery in self.sent:
+            if not delivery.done():
+                if topic == fail_topic:
+                    delivery.set_exception(KafkaTimeoutError("no answer"))
+                else:
+                    delivery.set_result(None)
+
+
+class Stage:
+    """A stage with unit states to write."""
+
+    def __init__(self, writes: dict[bytes, tuple[int, bytes | None]]) -> None:
+        self.writes = dict(writes)
+
+    @property
+    def unwritten(self) -> int:
+        return len(self.writes)
+
+    def take_writes(self, most: int | None = None) -> dict[bytes, tuple[int, bytes | None]]:
+        taken, self.writes = self.writes, {}
+        return taken
+
+
+def scenario(
+    monkeypatch: pytest.MonkeyPatch,
+    steps: Callable[[Checkpoint, Producer, Any, Batch], Awaitable[Any]],
+) -> Any:
+    producer = Producer()
+    monkeypatch.setattr(outbox_module, "kafka_producer", lambda app: producer)
+
+    async def run() -> Any:
+        app = HotspotApp("checkpoint-test", broker="kafka://127.0.0.1:9")
+        app.intake = Intake({"pings"}, max_buffered=100)
+        consumer = app.consumer
+        table = SimpleNamespace(
+            data={}, changelog_topic=SimpleNamespace(get_topic_name=lambda: "presence-changelog")
+        )
+        stage = Stage({b"U1": (0, b"state")})
+        checkpoint = Checkpoint(
+            app, Outbox(app), [Changelog(stage, table, keep=False)], asyncio.Lock()
+        )
+        batch = Batch(TP0, [Record("pings", 0, o, b"U1", b"{}") for o in range(5)])
+        track(consumer, [batch])
+        await checkpoint.outbox.send([("geofence-events", b"U1", b"event", 0)])
+        checkpoint.hold([batch])
+        return await steps(checkpoint, producer, consumer, batch)
+
+    return asyncio.run(run())
+
+
+def test_records_are_acked_once_everything_sent_is_delivered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def steps(checkpoint: Checkpoint, producer: Producer, consumer: Any, batch: Batch) -> Any:
+        await checkpoint.run()  # the presence loop goes on meanwhile
+        written = [(topic, b.records) for topic, _, b, _ in producer.sent]
+        await asyncio.sleep(0.01)
+        acked_before = batch.acked
+        producer.settle()
+        await checkpoint.run(wait=True)
+        return written, acked_before, batch.acked, consumer._new_offset(TP0)
+
+    written, acked_before, acked_after, to_commit = scenario(monkeypatch, steps)
+    assert written == [
+        ("geofence-events", [(b"U1", b"event")]),
+        ("presence-changelog", [(b"U1", b"state")]),
+    ]
+    assert not acked_before
+    assert acked_after
+    assert to_commit == 5
+
+
+def test_a_failed_delivery_stops_the_commit_and_is_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def steps(checkpoint: Checkpoint, producer: Producer, consumer: Any, batch: Batch) -> Any:
+        await checkpoint.run()
+        producer.settle(fail_topic="geofence-events")
+        with pytest.raises(DeliveryFailed, match="no answer"):
+            await checkpoint.run(wait=True)
+        with pytest.raises(DeliveryFailed):
+            checkpoint.check()  # the presence loop's check raises it too
+        return batch.acked, consumer._new_offset(TP0)
+
+    assert scenario(monkeypatch, steps) == (False, None)
+
+
+def test_a_failure_found_in_the_background_is_raised_by_the_next_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def steps(checkpoint: Checkpoint, producer: Producer, consumer: Any, batch: Batch) -> Any:
+        await checkpoint.run()
+        checkpoint.check()  # nothing known yet
+        producer.settle(fail_topic="presence-changelog")
+        await asyncio.sleep(0.01)
+        with pytest.raises(DeliveryFailed):
+            checkpoint.check()
+        return batch.acked
+
+    assert scenario(monkeypatch, steps) is False

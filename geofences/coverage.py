@@ -23,6 +23,16 @@ from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 from geofences.hotspots import Window
+from geofences.presence import PresenceSettings
+from geofences.rules import (
+    at_risk_due,
+    at_risk_from,
+    gap_due,
+    judged,
+    met_due,
+    settled,
+    settled_from,
+)
 from geofences.timefmt import format_ms, parse_rfc3339_ms
 from geofences.windows import WindowInstance, instances_between
 
@@ -39,17 +49,21 @@ _FLAGS: tuple[tuple[AlertType, str], ...] = tuple(_FLAG.items())
 
 @dataclass(frozen=True, slots=True)
 class CoverageSettings:
-    """Settings of contract §4 coverage and of issue 4 "Separate services".
+    """The settings of coverage and its alerts (docs/interface.md, Semantics: windows, coverage
+    and alerts).
 
-    ``separate_services``: groups of unit types; units of two different groups must not patrol
-    together. ``co_patrol_minutes``: a ``co_patrol`` alert fires when two such units have been
-    present at once for more than this. ``visit_retention_minutes``: how long an ended visit is
-    kept after its exit (beyond what any unsettled window instance needs), for windows added late
-    by assignments and for presence updates arriving out of order across units.
+    ``presence``: the presence rules the visits follow. An instance settles an exit grace after
+    its end (``rules.settled``), since an exit can be decided that long after it is dated, so
+    coverage reads the exit grace there and has none of its own. ``separate_services``: groups
+    of unit types; units of two different groups must not patrol together. ``co_patrol_minutes``:
+    a ``co_patrol`` alert fires when two such units have been present at once for more than
+    this. ``visit_retention_minutes``: how long an ended visit is kept after its exit (beyond
+    what any unsettled window instance needs), for windows added late by assignments and for
+    presence updates arriving out of order across units.
     """
 
     at_risk_lead_minutes: float = 15.0
-    exit_grace_s: float = 60.0
+    presence: PresenceSettings = field(default_factory=PresenceSettings)
     separate_services: tuple[frozenset[str], ...] = (
         frozenset({"police", "pcso"}),
         frozenset({"outreach"}),
@@ -64,7 +78,7 @@ class CoverageSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lead_ms", round(self.at_risk_lead_minutes * 60_000))
-        object.__setattr__(self, "grace_ms", round(self.exit_grace_s * 1000))
+        object.__setattr__(self, "grace_ms", self.presence.exit_grace_ms)
         object.__setattr__(self, "co_patrol_ms", round(self.co_patrol_minutes * 60_000))
         object.__setattr__(self, "retention_ms", round(self.visit_retention_minutes * 60_000))
 
@@ -156,18 +170,6 @@ def co_patrol_alert_id(hotspot_id: str, unit_a: str, unit_b: str, overlap_start_
     first, second = sorted((unit_a, unit_b))
     text = f"co_patrol|{hotspot_id}|{first}|{second}|{overlap_start_ms}"
     return str(uuid.uuid5(_ALERT_NAMESPACE, text))
-
-
-def at_risk_due(instance: WindowInstance, now_ms: int, covered_ms: int, lead_ms: int) -> bool:
-    """Contract §4 at_risk, its clock part: inside the window, coverage short, and
-    window end - clock <= (required - covered) + lead. (The alert also needs no eligible unit
-    present, and fires once per instance.)"""
-    required = instance.required_ms
-    return (
-        instance.start_ms <= now_ms < instance.end_ms
-        and covered_ms < required
-        and instance.end_ms - now_ms <= required - covered_ms + lead_ms
-    )
 
 
 def union_length(intervals: Iterable[tuple[int, int]], lo: int, hi: int) -> int:
@@ -559,16 +561,18 @@ class HotspotCoverage:
         return alerts
 
     def _ensure_instances(self, from_ms: int, now_ms: int) -> None:
+        """Know the instances judged from ``from_ms`` on (``rules.judged``) up to a horizon
+        past ``now_ms``, generated again as the clock nears it."""
         grace = self.settings.grace_ms
         if self._gen_to_ms is None:
-            low = from_ms - grace - 1
+            low = from_ms - grace - 1  # instances_between keeps the ends after it: all judged
         elif self._gen_to_ms - now_ms < _REFRESH_MS:
             low = self._gen_to_ms
         else:
             return
         high = now_ms + _HORIZON_MS
         for instance in instances_between(self.hotspot_id, self._windows, self.tz_name, low, high):
-            if instance.end_ms + grace >= from_ms:
+            if judged(instance.end_ms, from_ms, grace):
                 self._instances.setdefault(instance.key, instance)
         self._gen_to_ms = high
         self._ordered = sorted(
@@ -616,10 +620,9 @@ class HotspotCoverage:
             if "m" in flags or "g" in flags:
                 continue
             covered = self._coverage(instance, latest)
-            required = instance.required_ms
-            if covered >= required:
+            if met_due(instance, covered):
                 alerts.append(self._fire("met", instance, now_ms, covered))
-            elif now_ms > instance.end_ms + grace:
+            elif gap_due(instance, now_ms, covered, grace):
                 alerts.append(self._fire("gap", instance, now_ms, covered))
             elif (
                 "r" not in flags
@@ -631,10 +634,10 @@ class HotspotCoverage:
 
     def _settle(self, now_ms: int) -> None:
         grace = self.settings.grace_ms
-        if any(i.end_ms + grace < now_ms for i in self._ordered):
-            self._ordered = [i for i in self._ordered if i.end_ms + grace >= now_ms]
+        if any(settled(i.end_ms, now_ms, grace) for i in self._ordered):
+            self._ordered = [i for i in self._ordered if not settled(i.end_ms, now_ms, grace)]
             self._instances = {i.key: i for i in self._ordered}
-        stale = [key for key, (end, _) in self._fired.items() if end + grace < now_ms]
+        stale = [key for key, (end, _) in self._fired.items() if settled(end, now_ms, grace)]
         for key in stale:
             del self._fired[key]
             self._header_changed()
@@ -669,18 +672,14 @@ class HotspotCoverage:
             flags = self._fired.get(instance.key, (0, ""))[1]
             if "m" in flags or "g" in flags:
                 continue
-            due = instance.end_ms + grace + 1
+            due = settled_from(instance.end_ms, grace)  # gap, if still short
             if (
                 "r" not in flags
                 and now_ms < instance.end_ms
                 and not self.eligible_present(instance)
             ):
-                covered = self._coverage(instance, latest)
-                trigger = max(
-                    instance.start_ms,
-                    instance.end_ms - (instance.required_ms - covered) - lead,
-                )
-                if trigger < instance.end_ms:
+                trigger = at_risk_from(instance, self._coverage(instance, latest), lead)
+                if trigger is not None:
                     # already passed: after a full look only if a unit has left since
                     due = min(due, max(trigger, now_ms))
             if wake is None or due < wake:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from geofences.coverage import CoverageSettings
@@ -59,6 +59,8 @@ class Settings:
     replication_factor: int = 1
     topics: TopicNames = field(default_factory=TopicNames)
     presence: PresenceSettings = field(default_factory=PresenceSettings)
+    #: its presence rules are always ``presence`` (made so in ``__post_init__``): coverage has
+    #: no exit grace of its own, it reads the presence rules' one
     coverage: CoverageSettings = field(default_factory=CoverageSettings)
     #: pings a presence batch takes at most (when that many are waiting): each batch costs a
     #: produce request, a message per coverage partition and Faust's handling of those, so a
@@ -76,6 +78,10 @@ class Settings:
     tick_interval_s: float = 1.0
     session_timeout_s: float = 30.0
     log_level: str = "warning"
+
+    def __post_init__(self) -> None:
+        if self.coverage.presence != self.presence:
+            object.__setattr__(self, "coverage", replace(self.coverage, presence=self.presence))
 
     @property
     def bootstrap_servers(self) -> list[str]:
@@ -104,7 +110,7 @@ def coverage_from_env(presence: PresenceSettings) -> CoverageSettings:
         at_risk_lead_minutes=float(
             _env("HOTSPOT_AT_RISK_LEAD_MINUTES", str(defaults.at_risk_lead_minutes))
         ),
-        exit_grace_s=presence.exit_grace_s,
+        presence=presence,
         separate_services=groups,
         co_patrol_minutes=float(_env("HOTSPOT_CO_PATROL_MINUTES", str(defaults.co_patrol_minutes))),
     )

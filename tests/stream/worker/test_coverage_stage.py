@@ -11,6 +11,7 @@ import pytest
 
 from geofences.coverage import CoverageSettings
 from geofences.hotspots import HotSpot, HotSpotCollection, Window
+from geofences.presence import PresenceSettings
 from stream.records import Record, VisitUpdate
 from stream.worker import coverage_stage
 from stream.worker.coverage_stage import (
@@ -28,6 +29,7 @@ from stream.worker.pending import (
     PendingLog,
     stored_chunks,
 )
+from stream.worker.settings import Settings, coverage_from_env, presence_from_env
 
 DAILY = frozenset(range(7))
 T0 = 1_795_356_000_000  # 2026-11-22T14:00:00Z (London is on UTC)
@@ -630,3 +632,18 @@ def test_a_batch_taken_in_slices_decides_as_taken_whole(
     assert len(list(record_slices(records[:40], 200))) > 5
     assert got["sliced"] == got["whole"]
     assert {t for _, t, _ in got["whole"][0]} >= {"met"}
+
+
+def test_coverage_reads_the_one_exit_grace_of_the_presence_rules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gap waits the exit grace after a window's end: the presence rules' one, which the
+    worker's coverage settings cannot hold another value of."""
+    monkeypatch.setenv("HOTSPOT_EXIT_GRACE_S", "7.5")
+    presence = presence_from_env()
+    assert coverage_from_env(presence).grace_ms == presence.exit_grace_ms == 7500
+    settings = Settings(presence=presence)
+    assert settings.coverage.presence == presence and settings.coverage.grace_ms == 7500
+    other = Settings(presence=presence, coverage=CoverageSettings(co_patrol_minutes=9))
+    assert other.coverage.grace_ms == 7500 and other.coverage.co_patrol_minutes == 9
+    assert Settings().coverage.grace_ms == PresenceSettings().exit_grace_ms == 60_000

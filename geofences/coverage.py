@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 from zoneinfo import ZoneInfo
 
 from geofences.hotspots import Window
@@ -209,11 +209,6 @@ class _Visit:
     marks: frozenset[str] | set[str] = frozenset()
     #: ``(unit_id, enter_ms)``, made once: the one key object of every map and set of visits
     key: tuple[str, int] = field(init=False)
-    #: the row as last handed out by ``take_visit_changes`` (or restored), as ``end_ms`` and
-    #: ``open + 2 * len(marks)``: a row's unit type never changes and marks are only added.
-    #: ``saved_end`` is None while the visit was never written.
-    saved_end: int | None = field(init=False, default=None)
-    saved_flags: int = field(init=False, default=0)
     #: the unit type's ``separate_services`` group (set by the ledger that holds the visit)
     service: int | None = field(init=False, default=None)
 
@@ -221,19 +216,29 @@ class _Visit:
         self.unit_type = sys.intern(self.unit_type)
         self.key = (self.unit_id, self.enter_ms)
 
-    def flags(self) -> int:
-        return int(self.open) + 2 * len(self.marks)
+    def row(self) -> list[Any]:
+        """The visit as a row of the snapshot (``HotspotCoverage.to_dict``)."""
+        return [
+            self.unit_id,
+            self.unit_type,
+            self.enter_ms,
+            self.end_ms,
+            self.open,
+            sorted(self.marks),
+        ]
 
-    def mark_saved(self) -> None:
-        self.saved_end = self.end_ms
-        self.saved_flags = self.flags()
 
-    def is_saved(self) -> bool:
-        return self.saved_end == self.end_ms and self.saved_flags == self.flags()
+class Changes(NamedTuple):
+    """What changed in a ledger since its last ``take_changes``, clock aside: whether the
+    header did (``to_dict`` without visits), the rows of the visits begun or changed, by
+    (enter ms, unit id), and the (unit id, enter ms) of those removed, sorted."""
+
+    header: bool
+    visits: list[list[Any]]
+    removed: list[tuple[str, int]]
 
 
 def _row_order(key: tuple[str, int]) -> tuple[int, str]:
-    """Visit rows are handed out by (enter ms, unit id)."""
     return key[1], key[0]
 
 
@@ -287,13 +292,11 @@ class HotspotCoverage:
         self._wake: int | None = None
         #: covered ms by window instance, cached during one look at the rules (empty between)
         self._covered: dict[str, int] = {}
-        #: visits changed (or pruned) since then: ``take_visit_changes`` looks at these only
-        self._unsaved_rows: set[tuple[str, int]] = set()
-        self._pruned: set[tuple[str, int]] = set()
-        #: whether anything but the clock changed since then
-        self._unsaved = True
-        #: whether the header (``to_dict`` without visits) changed since then, but for the clock
-        self._header_unsaved = True
+        #: what changed since ``take_changes``: the keys of the visits begun, changed or
+        #: removed, each with whether the ledger held the visit then, and whether the header
+        #: did (a new ledger's header is new)
+        self._visit_changes: dict[tuple[str, int], bool] = {}
+        self._header_change = True
 
     # -- presence updates -------------------------------------------------------------------
 
@@ -313,19 +316,22 @@ class HotspotCoverage:
     def _note_changed(self, visit: _Visit) -> None:
         key = visit.key
         self._changed.add(key)
-        self._unsaved_rows.add(key)
-        self._unsaved = True
+        changes = self._visit_changes
+        if key not in changes:
+            changes[key] = True
 
     def _header_changed(self) -> None:
         """Something the header holds changed (fired alerts, ``since_ms``), or something a
         restore with the header's older clock would read differently: visits pruned (an old
         visit's redelivery is ignored by the clock) or the windows."""
-        self._unsaved = True
-        self._header_unsaved = True
+        self._header_change = True
 
     def _admit(self, visit: _Visit) -> _Visit:
         """Hold a new visit, knowing its service group."""
-        self._visits[visit.key] = visit
+        key = visit.key
+        self._visits[key] = visit
+        if key not in self._visit_changes:
+            self._visit_changes[key] = False
         service = visit.service = self._service_of(visit.unit_type)
         if service is not None:
             self._visits_of_service.setdefault(service, {})[visit.key] = visit
@@ -655,8 +661,8 @@ class HotspotCoverage:
             self._drop(visit)
             self._header_changed()
             self._changed.discard(key)
-            if visit.saved_end is not None:
-                self._pruned.add(key)
+            if self._visit_changes.pop(key, True):  # else it came and went since take_changes
+                self._visit_changes[key] = True
 
     def _compute_wake(self, now_ms: int, latest: int | None) -> int | None:
         """The next clock value at which at_risk or gap could fire without updates (``latest``:
@@ -808,50 +814,37 @@ class HotspotCoverage:
         }
         if with_visits:
             visits = sorted(self._visits.values(), key=lambda v: (v.enter_ms, v.unit_id))
-            snapshot["visits"] = [
-                [v.unit_id, v.unit_type, v.enter_ms, v.end_ms, v.open, sorted(v.marks)]
-                for v in visits
-            ]
+            snapshot["visits"] = [v.row() for v in visits]
         snapshot["fired"] = {key: [end, flags] for key, (end, flags) in sorted(self._fired.items())}
         return snapshot
 
     @property
-    def has_unsaved_changes(self) -> bool:
-        """Whether visits, fired alerts or windows changed since ``take_visit_changes``; a
-        clock that merely moved on is not a change worth writing: every instance that settles
-        or fires in between changes ``fired``, so a restored ledger with an older clock value
-        decides nothing twice."""
-        return self._unsaved
+    def has_changes(self) -> bool:
+        """Whether ``take_changes`` has anything to report. A clock that merely moved on is no
+        change: every instance that fires or settles meanwhile changes the header, so a ledger
+        restored with an older clock decides nothing twice."""
+        return self._header_change or bool(self._visit_changes)
 
-    def take_visit_changes(
-        self,
-    ) -> tuple[dict[str, Any] | None, list[list[Any]], list[tuple[str, int]]]:
-        """The snapshot in parts, for a store that keeps each visit under its own key: the
-        header (``to_dict`` without ``visits``), or None if nothing in it but the clock changed
-        since the last call (or since ``from_dict``); the visit rows changed since; and the
-        (unit id, enter ms) of visits pruned since.
-
-        Writing only what changed keeps a write proportional to the updates, not to the ledger:
-        a busy hot spot holds a day of visits, and a header only moving its clock is not written
-        again with every visit update. ``from_dict(header | {"visits": rows})`` of the latest
-        header and rows restores the ledger, with the header's clock: every decision changes
-        the header, so from the current clock on the restored ledger decides what the original
-        would (a visit past retention may be pruned sooner)."""
-        header = self.to_dict(with_visits=False) if self._header_unsaved else None
-        self._header_unsaved = False
-        removed = sorted(k for k in self._pruned if k not in self._visits) if self._pruned else []
-        changed: list[list[Any]] = []
-        rows = self._unsaved_rows
-        for key in sorted(rows, key=_row_order) if len(rows) > 1 else rows:
-            v = self._visits.get(key)
-            if v is None or v.is_saved():
-                continue
-            v.mark_saved()
-            changed.append([v.unit_id, v.unit_type, v.enter_ms, v.end_ms, v.open, sorted(v.marks)])
-        rows.clear()
-        self._pruned.clear()
-        self._unsaved = False
-        return header, changed, removed
+    def take_changes(self) -> Changes:
+        """What changed since the last call (or since ``from_dict``; for a new ledger, its
+        header), and from now on nothing: for a holder that keeps the snapshot in parts and
+        writes only what changed. A visit begun and removed in between is in neither list."""
+        header, self._header_change = self._header_change, False
+        changes = self._visit_changes
+        if not changes:
+            return Changes(header, [], [])
+        rows: list[list[Any]] = []
+        removed: list[tuple[str, int]] = []
+        visits = self._visits
+        for key in sorted(changes, key=_row_order) if len(changes) > 1 else changes:
+            visit = visits.get(key)
+            if visit is None:
+                removed.append(key)
+            else:
+                rows.append(visit.row())
+        self._visit_changes = {}
+        removed.sort()
+        return Changes(header, rows, removed)
 
     @classmethod
     def from_dict(
@@ -871,7 +864,7 @@ class HotspotCoverage:
             ledger = cls(str(data["hotspot_id"]), windows, tz_name, settings)
             now = data["now_ms"]
             ledger._now = None if now is None else int(now)
-            since = data.get("since_ms", now)
+            since = data["since_ms"]
             ledger._since = None if since is None else int(since)
             for unit_id, unit_type, enter, end, is_open, marks in data["visits"]:
                 visit = _Visit(str(unit_id), str(unit_type), int(enter), int(end), bool(is_open))
@@ -885,10 +878,8 @@ class HotspotCoverage:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed coverage snapshot: {exc}") from exc
         ledger._changed = set(ledger._visits)
-        for visit in ledger._visits.values():
-            visit.mark_saved()
-        ledger._unsaved = False
-        ledger._header_unsaved = False
+        ledger._visit_changes = {}
+        ledger._header_change = False
         return ledger
 
 

@@ -1,10 +1,12 @@
-"""The coverage ledger of one hot spot: contract §4 from "Coverage of a window instance" down.
+"""The coverage ledger of one hot spot: docs/interface.md, Semantics: windows, coverage and
+alerts (when each alert is due: :mod:`geofences.rules`).
 
-``HotspotCoverage`` is a pure stateful step in the shape of bytewax's ``StatefulLogic``: presence
-updates in (``visit_started``, ``visit_progress``, ``visit_ended``), ``advance(now_ms)`` decides
-alerts at a clock value, ``next_wakeup_ms()`` says when to call it again with no further updates,
-and ``to_dict()`` / ``from_dict()`` snapshot the state as a plain JSON-able dict for a changelog
-table keyed by hot spot id. It never reads a clock: time is integer epoch milliseconds.
+``HotspotCoverage`` is a pure stateful step: presence updates in (``visit_started``,
+``visit_progress``, ``visit_ended``), ``advance(now_ms)`` decides alerts at a clock value,
+``next_wakeup_ms()`` says when to call it again with no further updates, and ``to_dict()`` /
+``from_dict()`` snapshot the state as a plain JSON-able dict; ``take_changes()`` says what
+changed since it was last asked, for a holder that stores the snapshot in parts. It never reads
+a clock: time is integer epoch milliseconds.
 
 The windows are not part of the snapshot; they are passed in (``from_dict``, ``set_windows``). The
 snapshot records which window instances already fired which alert, so a restored ledger never
@@ -92,7 +94,8 @@ class CoverageSettings:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """A coverage alert (contract §2 CoverageAlert); ``to_json_dict`` is its topic value.
+    """A coverage alert (docs/interface.md, Messages: CoverageAlert); ``to_json_dict`` is its
+    topic value.
 
     Window alerts carry the instance bounds, ``required_minutes`` and the coverage in ms when
     decided; ``co_patrol`` alerts carry ``unit_ids`` (sorted) and their ``unit_types`` instead.
@@ -115,7 +118,7 @@ class Alert:
         return None if self.covered_ms is None else round(self.covered_ms / 60_000, 2)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """Exactly the CoverageAlert of contract §2 (timestamps RFC 3339 UTC with ms)."""
+        """Exactly the CoverageAlert message (timestamps RFC 3339 UTC with ms)."""
         out: dict[str, Any] = {
             "alert_id": self.alert_id,
             "type": self.type,
@@ -161,7 +164,8 @@ class Alert:
 
 
 def window_alert_id(alert_type: AlertType, instance_key: str) -> str:
-    """Deterministic id of a met/at_risk/gap alert: uuid5 of type and instance key (contract §2)."""
+    """Deterministic id of a met/at_risk/gap alert: uuid5 of type and instance key
+    (docs/interface.md, Ids and duplicates)."""
     return str(uuid.uuid5(_ALERT_NAMESPACE, f"{alert_type}|{instance_key}"))
 
 
@@ -205,7 +209,8 @@ class _Visit:
     enter_ms: int
     end_ms: int
     open: bool
-    #: a shared empty frozenset until the first mark (an empty set costs 216 B a visit)
+    #: a shared empty frozenset until the first mark: most visits never get one, and an empty
+    #: set of each visit's own would be most of its memory
     marks: frozenset[str] | set[str] = frozenset()
     #: ``(unit_id, enter_ms)``, made once: the one key object of every map and set of visits
     key: tuple[str, int] = field(init=False)
@@ -243,19 +248,20 @@ def _row_order(key: tuple[str, int]) -> tuple[int, str]:
 
 
 def _pair_mark(visit: _Visit, other: _Visit, overlap_start_ms: int) -> str | None:
-    """The co_patrol mark of a pair of visits (issue 4: once per pair), or None if either
-    already holds it."""
+    """The co_patrol mark of a pair of visits (the alert fires once per pair), or None if
+    either already holds it."""
     first, second = sorted((visit.unit_id, other.unit_id))
     mark = f"{first}|{second}|{overlap_start_ms}"
     return None if mark in visit.marks or mark in other.marks else mark
 
 
 class HotspotCoverage:
-    """Coverage ledger of one hot spot (contract §4 "Coverage", "met", "at_risk", "gap").
+    """Coverage ledger of one hot spot: coverage, ``met``, ``at_risk``, ``gap`` and
+    ``co_patrol`` (docs/interface.md, Semantics: windows, coverage and alerts).
 
-    Window instances are considered from the first clock value the ledger sees: an instance whose
-    ``end + exit_grace`` lies before it is never alerted on; one still open, or not yet settled,
-    counts normally (with whatever visits the ledger holds).
+    Window instances are judged from the first clock value the ledger sees (``rules.judged``):
+    one already settled then is never alerted on; one under way, or not yet settled, counts
+    with whatever visits the ledger holds.
     """
 
     def __init__(
@@ -364,7 +370,7 @@ class HotspotCoverage:
         self._grown = (from_ms, to_ms)
 
     def visit_started(self, unit_id: str, unit_type: str, enter_ms: int) -> None:
-        """A unit entered the hot spot at ``enter_ms`` (§4 Enter). Repeats are ignored.
+        """A unit entered the hot spot at ``enter_ms``. Repeats are ignored.
 
         An open visit of the same unit that started earlier is closed at its latest inside ping
         (its end was lost); a start older than that visit, or older than the retention before
@@ -386,7 +392,8 @@ class HotspotCoverage:
             self._touch(visit)
 
     def visit_progress(self, unit_id: str, inside_ms: int) -> None:
-        """The unit's latest usable ping inside the hot spot while present (§4 Coverage).
+        """The unit's latest usable ping inside the hot spot while present: an open visit
+        counts up to it.
 
         Ignored without an open visit, or when not later than what the visit already has.
         """
@@ -419,7 +426,7 @@ class HotspotCoverage:
         enter_ms: int | None = None,
         unit_type: str | None = None,
     ) -> None:
-        """The unit exited at ``exit_ms`` (§4 Exit); the whole visit is enter..exit.
+        """The unit exited at ``exit_ms``; the whole visit is enter..exit.
 
         With ``enter_ms`` and ``unit_type`` (as a DwellEvent carries them) a visit whose start
         was never seen is recorded whole. Repeats and stale redeliveries are ignored.
@@ -482,7 +489,7 @@ class HotspotCoverage:
         return {unit_id: visit.unit_type for unit_id, visit in sorted(self._open.items())}
 
     def covered_ms(self, instance: WindowInstance) -> int:
-        """Coverage of ``instance`` in ms (§4): union of its eligible intervals, clipped to it.
+        """Coverage of ``instance`` in ms: union of its eligible intervals, clipped to it.
 
         An ended visit counts enter..exit, an open one enter..latest inside ping; either only
         when that span is at least ``min_visit_minutes``.
@@ -499,7 +506,7 @@ class HotspotCoverage:
         return union_length(intervals, instance.start_ms, instance.end_ms)
 
     def eligible_present(self, instance: WindowInstance) -> bool:
-        """Whether a unit of an eligible type has an open visit (§4 at_risk)."""
+        """Whether a unit of an eligible type has an open visit (``at_risk`` needs none)."""
         return any(instance.eligible(v.unit_type) for v in self._open.values())
 
     def instances(self) -> list[WindowInstance]:
@@ -528,14 +535,13 @@ class HotspotCoverage:
         return self._wake
 
     def advance(self, now_ms: int) -> list[Alert]:
-        """Decide alerts at clock value ``now_ms`` (§4 met, at_risk, gap; issue 4 co_patrol).
+        """Decide alerts at clock value ``now_ms``: ``co_patrol``, and per window instance
+        ``met``, ``at_risk`` (with no eligible unit present) and ``gap``, each when its rule in
+        :mod:`geofences.rules` says it is due.
 
-        A ``now_ms`` below the latest seen is ignored. Per window instance: ``met`` when coverage
-        reaches ``required_minutes``; ``at_risk`` the first time ``start <= now < end``, coverage
-        is short, no eligible unit is present and ``end - now <= required - covered + lead``;
-        ``gap`` when ``now > end + exit_grace`` with coverage short. Each fires at most once; an
-        instance ends with exactly one of met or gap. Alerts come out co_patrol first, then by
-        instance start.
+        A ``now_ms`` below the latest seen is ignored. Each alert fires at most once; an instance
+        ends with exactly one of met or gap. Alerts come out co_patrol first, then by instance
+        start.
         """
         previous = self._now
         if previous is not None and now_ms < previous:
@@ -758,9 +764,9 @@ class HotspotCoverage:
             return service
 
     def _co_patrol(self, now_ms: int) -> list[Alert]:
-        """Issue 4 "Separate services": two units of different ``separate_services`` groups whose
-        presence intervals (ended: enter..exit, open: enter..latest inside ping) overlap by more
-        than ``co_patrol_minutes``. Once per pair of visits."""
+        """``co_patrol``: two units of different ``separate_services`` groups whose presence
+        intervals (ended: enter..exit, open: enter..latest inside ping) overlap by more than
+        ``co_patrol_minutes``. Once per pair of visits."""
         if not self._changed:
             return []
         limit = self.settings.co_patrol_ms
@@ -827,8 +833,13 @@ class HotspotCoverage:
 
     def take_changes(self) -> Changes:
         """What changed since the last call (or since ``from_dict``; for a new ledger, its
-        header), and from now on nothing: for a holder that keeps the snapshot in parts and
-        writes only what changed. A visit begun and removed in between is in neither list."""
+        header), for a holder that keeps the snapshot in parts and writes only what changed. A
+        visit begun and removed in between is in neither list.
+
+        The latest header (``to_dict(with_visits=False)`` when reported changed) and the rows
+        kept by key restore the ledger through ``from_dict``, with the header's clock: every
+        decision changes the header, so from the current clock on the restored ledger decides
+        what this one would (a visit past retention may be pruned sooner)."""
         header, self._header_change = self._header_change, False
         changes = self._visit_changes
         if not changes:

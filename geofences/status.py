@@ -1,12 +1,13 @@
 """What the control room shows for a hot spot: its state now, its window and who is there.
 
-A status is derived from a coverage ledger and a clock value, never stored. The states, most
-urgent first:
+A status is derived from a coverage ledger and a clock value, never stored (docs/interface.md,
+Control room HTTP API), by the ledger's own rules (:mod:`geofences.rules`, its lead and exit
+grace). The states, most urgent first:
 
 - ``gap``: the latest window ended (within the last hour) with coverage short of required (a
-  window that ended before the ledger began to watch is not judged, as for the alerts);
-- ``at_risk``: in a window, short, no eligible unit present, and either the ``at_risk`` alert
-  has fired or the window ends within (required - covered) + lead (contract §4 "at_risk");
+  window the ledger does not judge, settled before it began to watch, is not shown);
+- ``at_risk``: in a window, short, no eligible unit present, and the ``at_risk`` alert has fired
+  or is due;
 - ``pending``: in a window, short, not yet at risk;
 - ``covered``: a unit is present now (an eligible one, when a window is open);
 - ``met``: the window (current, or ended within the last hour) has its required minutes;

@@ -3,10 +3,14 @@
 Presence is decided per unit, coverage per hot spot, so the presence stage re-keys what coverage
 needs (enter, each inside fix, exit) by ``hotspot_id`` onto an internal topic. This stage keeps
 one :class:`geofences.coverage.HotspotCoverage` ledger per hot spot, persisted in a changelog
-table (what changed, at the worker's flush: :meth:`CoverageStage.take_writes`), and moves it
-forward with the clock: the wall clock in ``live`` mode (a timer, so alerts fire even when no
-ping arrives), or in ``event`` mode the watermark that the presence stage broadcasts to every
-partition of the internal topic after each batch.
+table (what changed, at the worker's flush: :meth:`CoverageStage.take_writes`, encoded by
+stream/worker/coverage_codec.py), and moves it forward with the clock: the wall clock in ``live``
+mode (a timer, so alerts fire even when no ping arrives), or in ``event`` mode the watermark
+that the presence stage broadcasts to every partition of the internal topic after each batch.
+
+The internal topic carries three kinds of message, each a JSON array led by its kind: visit
+updates (:func:`update_messages`), clock parts (:func:`clock_message`) and windows assigned at
+run time (:meth:`CoverageStage.route_assignments`). Any other is refused.
 """
 
 from __future__ import annotations
@@ -47,11 +51,10 @@ def _in_ts_order(messages: Sequence[Update]) -> bool:
     return all(a[3] <= b[3] for a, b in itertools.pairwise(messages))
 
 
-#: the most record bytes :meth:`CoverageStage.process` decodes at once (about 28,000 visit
-#: updates). Every update decodes to objects of its own, which live until its batch is applied;
-#: a replay's batch held 200,000 at once, and the blocks they left free among the visits kept
-#: from them were 20 MB of the worker's RSS at 100,000 units (``hotspot bench``, memory). Side
-#: by side over the full-size replay, the worker's CPU a ping did not change.
+#: the most record bytes :meth:`CoverageStage.process` decodes at once. Every update decodes to
+#: objects of its own, which live until its slice is applied: a replay's batch, decoded whole,
+#: would hold a great many at once, and the memory they leave free among the visits kept from
+#: them stays the worker's. Slices bound that, and cost no more per ping.
 SLICE_BYTES = 1024 * 1024
 
 
@@ -70,8 +73,7 @@ def record_slices(records: Sequence[Consumed], most_bytes: int) -> Iterator[Sequ
 
 
 #: the kind of a message of visit updates grouped by hot spot, their kinds coded
-#: (``stream.worker.pending.KIND_CODES``); ``"visits"`` has them as strings, ``"updates"`` ungrouped:
-#: both still read, as a worker before the upgrade may have left them in the topic
+#: (``stream.worker.pending.KIND_CODES``)
 VISITS = "visits2"
 
 

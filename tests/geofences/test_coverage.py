@@ -1,4 +1,5 @@
-"""The coverage ledger: contract §4 "Coverage", met, at_risk, gap, and issue 4 co_patrol."""
+"""The coverage ledger: coverage, met, at_risk, gap and co_patrol (docs/interface.md, Semantics:
+windows, coverage and alerts)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 from geofences.hotspots import Window
@@ -233,14 +233,10 @@ class _Visit:
         ]
 
 
-class Changes(NamedTuple):
-    """What changed in a ledger since its last ``take_changes``, clock aside: whether the
-    header did (``to_dict`` without visits), the rows of the visits begun or changed, by
-    (enter ms, unit id), and the (unit id, enter ms) of those removed, sorted."""
-
-    header: bool
-    visits: list[list[Any]]
-    removed: list[tuple[str, int]]
+#: what changed in a ledger since its last ``take_changes``, clock aside: whether the header did
+#: (``to_dict`` without visits), the rows of the visits begun or changed, by (enter ms, unit id),
+#: and the (unit id, enter ms) of those removed, sorted
+Changes = tuple[bool, list[list[Any]], list[tuple[str, int]]]
 
 
 def _row_order(key: tuple[str, int]) -> tuple[int, str]:
@@ -843,7 +839,7 @@ class HotspotCoverage:
         header, self._header_change = self._header_change, False
         changes = self._visit_changes
         if not changes:
-            return Changes(header, [], [])
+            return header, [], []
         rows: list[list[Any]] = []
         removed: list[tuple[str, int]] = []
         visits = self._visits
@@ -855,7 +851,7 @@ class HotspotCoverage:
                 rows.append(visit.row())
         self._visit_changes = {}
         removed.sort()
-        return Changes(header, rows, removed)
+        return header, rows, removed
 
     @classmethod
     def from_dict(

@@ -380,7 +380,7 @@ class CoverageStage:
             message: list[Any] = orjson.loads(record.value or b"null")
             kind = message[0]
             if kind == "clock":
-                first_ms = message[2] if len(message) > 2 else None
+                first_ms = message[2]
                 if first_ms is not None and (self.first_ms is None or first_ms < self.first_ms):
                     self.first_ms = first_ms
                 parts = self.clock_parts.setdefault(record.partition, {})

@@ -1,10 +1,12 @@
-"""The coverage ledger of one hot spot: contract §4 from "Coverage of a window instance" down.
+"""The coverage ledger of one hot spot: docs/interface.md, Semantics: windows, coverage and
+alerts (when each alert is due: :mod:`geofences.rules`).
 
-``HotspotCoverage`` is a pure stateful step in the shape of bytewax's ``StatefulLogic``: presence
-updates in (``visit_started``, ``visit_progress``, ``visit_ended``), ``advance(now_ms)`` decides
-alerts at a clock value, ``next_wakeup_ms()`` says when to call it again with no further updates,
-and ``to_dict()`` / ``from_dict()`` snapshot the state as a plain JSON-able dict for a changelog
-table keyed by hot spot id. It never reads a clock: time is integer epoch milliseconds.
+``HotspotCoverage`` is a pure stateful step: presence updates in (``visit_started``,
+``visit_progress``, ``visit_ended``), ``advance(now_ms)`` decides alerts at a clock value,
+``next_wakeup_ms()`` says when to call it again with no further updates, and ``to_dict()`` /
+``from_dict()`` snapshot the state as a plain JSON-able dict; ``take_changes()`` says what
+changed since it was last asked, for a holder that stores the snapshot in parts. It never reads
+a clock: time is integer epoch milliseconds.
 
 The windows are not part of the snapshot; they are passed in (``from_dict``, ``set_windows``). The
 snapshot records which window instances already fired which alert, so a restored ledger never
@@ -23,6 +25,16 @@ from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 from geofences.hotspots import Window
+from geofences.presence import PresenceSettings
+from geofences.rules import (
+    at_risk_due,
+    at_risk_from,
+    gap_due,
+    judged,
+    met_due,
+    settled,
+    settled_from,
+)
 from geofences.timefmt import format_ms, parse_rfc3339_ms
 from geofences.windows import WindowInstance, instances_between
 
@@ -39,17 +51,21 @@ _FLAGS: tuple[tuple[AlertType, str], ...] = tuple(_FLAG.items())
 
 @dataclass(frozen=True, slots=True)
 class CoverageSettings:
-    """Settings of contract §4 coverage and of issue 4 "Separate services".
+    """The settings of coverage and its alerts (docs/interface.md, Semantics: windows, coverage
+    and alerts).
 
-    ``separate_services``: groups of unit types; units of two different groups must not patrol
-    together. ``co_patrol_minutes``: a ``co_patrol`` alert fires when two such units have been
-    present at once for more than this. ``visit_retention_minutes``: how long an ended visit is
-    kept after its exit (beyond what any unsettled window instance needs), for windows added late
-    by assignments and for presence updates arriving out of order across units.
+    ``presence``: the presence rules the visits follow. An instance settles an exit grace after
+    its end (``rules.settled``), since an exit can be decided that long after it is dated, so
+    coverage reads the exit grace there and has none of its own. ``separate_services``: groups
+    of unit types; units of two different groups must not patrol together. ``co_patrol_minutes``:
+    a ``co_patrol`` alert fires when two such units have been present at once for more than
+    this. ``visit_retention_minutes``: how long an ended visit is kept after its exit (beyond
+    what any unsettled window instance needs), for windows added late by assignments and for
+    presence updates arriving out of order across units.
     """
 
     at_risk_lead_minutes: float = 15.0
-    exit_grace_s: float = 60.0
+    presence: PresenceSettings = field(default_factory=PresenceSettings)
     separate_services: tuple[frozenset[str], ...] = (
         frozenset({"police", "pcso"}),
         frozenset({"outreach"}),
@@ -64,7 +80,7 @@ class CoverageSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lead_ms", round(self.at_risk_lead_minutes * 60_000))
-        object.__setattr__(self, "grace_ms", round(self.exit_grace_s * 1000))
+        object.__setattr__(self, "grace_ms", self.presence.exit_grace_ms)
         object.__setattr__(self, "co_patrol_ms", round(self.co_patrol_minutes * 60_000))
         object.__setattr__(self, "retention_ms", round(self.visit_retention_minutes * 60_000))
 
@@ -78,7 +94,8 @@ class CoverageSettings:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """A coverage alert (contract §2 CoverageAlert); ``to_json_dict`` is its topic value.
+    """A coverage alert (docs/interface.md, Messages: CoverageAlert); ``to_json_dict`` is its
+    topic value.
 
     Window alerts carry the instance bounds, ``required_minutes`` and the coverage in ms when
     decided; ``co_patrol`` alerts carry ``unit_ids`` (sorted) and their ``unit_types`` instead.
@@ -101,7 +118,7 @@ class Alert:
         return None if self.covered_ms is None else round(self.covered_ms / 60_000, 2)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """Exactly the CoverageAlert of contract §2 (timestamps RFC 3339 UTC with ms)."""
+        """Exactly the CoverageAlert message (timestamps RFC 3339 UTC with ms)."""
         out: dict[str, Any] = {
             "alert_id": self.alert_id,
             "type": self.type,
@@ -147,7 +164,8 @@ class Alert:
 
 
 def window_alert_id(alert_type: AlertType, instance_key: str) -> str:
-    """Deterministic id of a met/at_risk/gap alert: uuid5 of type and instance key (contract §2)."""
+    """Deterministic id of a met/at_risk/gap alert: uuid5 of type and instance key
+    (docs/interface.md, Ids and duplicates)."""
     return str(uuid.uuid5(_ALERT_NAMESPACE, f"{alert_type}|{instance_key}"))
 
 
@@ -156,18 +174,6 @@ def co_patrol_alert_id(hotspot_id: str, unit_a: str, unit_b: str, overlap_start_
     first, second = sorted((unit_a, unit_b))
     text = f"co_patrol|{hotspot_id}|{first}|{second}|{overlap_start_ms}"
     return str(uuid.uuid5(_ALERT_NAMESPACE, text))
-
-
-def at_risk_due(instance: WindowInstance, now_ms: int, covered_ms: int, lead_ms: int) -> bool:
-    """Contract §4 at_risk, its clock part: inside the window, coverage short, and
-    window end - clock <= (required - covered) + lead. (The alert also needs no eligible unit
-    present, and fires once per instance.)"""
-    required = instance.required_ms
-    return (
-        instance.start_ms <= now_ms < instance.end_ms
-        and covered_ms < required
-        and instance.end_ms - now_ms <= required - covered_ms + lead_ms
-    )
 
 
 def union_length(intervals: Iterable[tuple[int, int]], lo: int, hi: int) -> int:
@@ -203,15 +209,11 @@ class _Visit:
     enter_ms: int
     end_ms: int
     open: bool
-    #: a shared empty frozenset until the first mark (an empty set costs 216 B a visit)
+    #: a shared empty frozenset until the first mark: most visits never get one, and an empty
+    #: set of each visit's own would be most of its memory
     marks: frozenset[str] | set[str] = frozenset()
     #: ``(unit_id, enter_ms)``, made once: the one key object of every map and set of visits
     key: tuple[str, int] = field(init=False)
-    #: the row as last handed out by ``take_visit_changes`` (or restored), as ``end_ms`` and
-    #: ``open + 2 * len(marks)``: a row's unit type never changes and marks are only added.
-    #: ``saved_end`` is None while the visit was never written.
-    saved_end: int | None = field(init=False, default=None)
-    saved_flags: int = field(init=False, default=0)
     #: the unit type's ``separate_services`` group (set by the ledger that holds the visit)
     service: int | None = field(init=False, default=None)
 
@@ -219,36 +221,43 @@ class _Visit:
         self.unit_type = sys.intern(self.unit_type)
         self.key = (self.unit_id, self.enter_ms)
 
-    def flags(self) -> int:
-        return int(self.open) + 2 * len(self.marks)
+    def row(self) -> list[Any]:
+        """The visit as a row of the snapshot (``HotspotCoverage.to_dict``)."""
+        return [
+            self.unit_id,
+            self.unit_type,
+            self.enter_ms,
+            self.end_ms,
+            self.open,
+            sorted(self.marks),
+        ]
 
-    def mark_saved(self) -> None:
-        self.saved_end = self.end_ms
-        self.saved_flags = self.flags()
 
-    def is_saved(self) -> bool:
-        return self.saved_end == self.end_ms and self.saved_flags == self.flags()
+#: what changed in a ledger since its last ``take_changes``, clock aside: whether the header did
+#: (``to_dict`` without visits), the rows of the visits begun or changed, by (enter ms, unit id),
+#: and the (unit id, enter ms) of those removed, sorted
+Changes = tuple[bool, list[list[Any]], list[tuple[str, int]]]
 
 
 def _row_order(key: tuple[str, int]) -> tuple[int, str]:
-    """Visit rows are handed out by (enter ms, unit id)."""
     return key[1], key[0]
 
 
 def _pair_mark(visit: _Visit, other: _Visit, overlap_start_ms: int) -> str | None:
-    """The co_patrol mark of a pair of visits (issue 4: once per pair), or None if either
-    already holds it."""
+    """The co_patrol mark of a pair of visits (the alert fires once per pair), or None if
+    either already holds it."""
     first, second = sorted((visit.unit_id, other.unit_id))
     mark = f"{first}|{second}|{overlap_start_ms}"
     return None if mark in visit.marks or mark in other.marks else mark
 
 
 class HotspotCoverage:
-    """Coverage ledger of one hot spot (contract §4 "Coverage", "met", "at_risk", "gap").
+    """Coverage ledger of one hot spot: coverage, ``met``, ``at_risk``, ``gap`` and
+    ``co_patrol`` (docs/interface.md, Semantics: windows, coverage and alerts).
 
-    Window instances are considered from the first clock value the ledger sees: an instance whose
-    ``end + exit_grace`` lies before it is never alerted on; one still open, or not yet settled,
-    counts normally (with whatever visits the ledger holds).
+    Window instances are judged from the first clock value the ledger sees (``rules.judged``):
+    one already settled then is never alerted on; one under way, or not yet settled, counts
+    with whatever visits the ledger holds.
     """
 
     def __init__(
@@ -285,13 +294,11 @@ class HotspotCoverage:
         self._wake: int | None = None
         #: covered ms by window instance, cached during one look at the rules (empty between)
         self._covered: dict[str, int] = {}
-        #: visits changed (or pruned) since then: ``take_visit_changes`` looks at these only
-        self._unsaved_rows: set[tuple[str, int]] = set()
-        self._pruned: set[tuple[str, int]] = set()
-        #: whether anything but the clock changed since then
-        self._unsaved = True
-        #: whether the header (``to_dict`` without visits) changed since then, but for the clock
-        self._header_unsaved = True
+        #: what changed since ``take_changes``: the keys of the visits begun, changed or
+        #: removed, each with whether the ledger held the visit then, and whether the header
+        #: did (a new ledger's header is new)
+        self._visit_changes: dict[tuple[str, int], bool] = {}
+        self._header_change = True
 
     # -- presence updates -------------------------------------------------------------------
 
@@ -311,19 +318,22 @@ class HotspotCoverage:
     def _note_changed(self, visit: _Visit) -> None:
         key = visit.key
         self._changed.add(key)
-        self._unsaved_rows.add(key)
-        self._unsaved = True
+        changes = self._visit_changes
+        if key not in changes:
+            changes[key] = True
 
     def _header_changed(self) -> None:
         """Something the header holds changed (fired alerts, ``since_ms``), or something a
         restore with the header's older clock would read differently: visits pruned (an old
         visit's redelivery is ignored by the clock) or the windows."""
-        self._unsaved = True
-        self._header_unsaved = True
+        self._header_change = True
 
     def _admit(self, visit: _Visit) -> _Visit:
         """Hold a new visit, knowing its service group."""
-        self._visits[visit.key] = visit
+        key = visit.key
+        self._visits[key] = visit
+        if key not in self._visit_changes:
+            self._visit_changes[key] = False
         service = visit.service = self._service_of(visit.unit_type)
         if service is not None:
             self._visits_of_service.setdefault(service, {})[visit.key] = visit
@@ -356,7 +366,7 @@ class HotspotCoverage:
         self._grown = (from_ms, to_ms)
 
     def visit_started(self, unit_id: str, unit_type: str, enter_ms: int) -> None:
-        """A unit entered the hot spot at ``enter_ms`` (§4 Enter). Repeats are ignored.
+        """A unit entered the hot spot at ``enter_ms``. Repeats are ignored.
 
         An open visit of the same unit that started earlier is closed at its latest inside ping
         (its end was lost); a start older than that visit, or older than the retention before
@@ -378,7 +388,8 @@ class HotspotCoverage:
             self._touch(visit)
 
     def visit_progress(self, unit_id: str, inside_ms: int) -> None:
-        """The unit's latest usable ping inside the hot spot while present (§4 Coverage).
+        """The unit's latest usable ping inside the hot spot while present: an open visit
+        counts up to it.
 
         Ignored without an open visit, or when not later than what the visit already has.
         """
@@ -411,7 +422,7 @@ class HotspotCoverage:
         enter_ms: int | None = None,
         unit_type: str | None = None,
     ) -> None:
-        """The unit exited at ``exit_ms`` (§4 Exit); the whole visit is enter..exit.
+        """The unit exited at ``exit_ms``; the whole visit is enter..exit.
 
         With ``enter_ms`` and ``unit_type`` (as a DwellEvent carries them) a visit whose start
         was never seen is recorded whole. Repeats and stale redeliveries are ignored.
@@ -474,7 +485,7 @@ class HotspotCoverage:
         return {unit_id: visit.unit_type for unit_id, visit in sorted(self._open.items())}
 
     def covered_ms(self, instance: WindowInstance) -> int:
-        """Coverage of ``instance`` in ms (§4): union of its eligible intervals, clipped to it.
+        """Coverage of ``instance`` in ms: union of its eligible intervals, clipped to it.
 
         An ended visit counts enter..exit, an open one enter..latest inside ping; either only
         when that span is at least ``min_visit_minutes``.
@@ -491,7 +502,7 @@ class HotspotCoverage:
         return union_length(intervals, instance.start_ms, instance.end_ms)
 
     def eligible_present(self, instance: WindowInstance) -> bool:
-        """Whether a unit of an eligible type has an open visit (§4 at_risk)."""
+        """Whether a unit of an eligible type has an open visit (``at_risk`` needs none)."""
         return any(instance.eligible(v.unit_type) for v in self._open.values())
 
     def instances(self) -> list[WindowInstance]:
@@ -520,14 +531,13 @@ class HotspotCoverage:
         return self._wake
 
     def advance(self, now_ms: int) -> list[Alert]:
-        """Decide alerts at clock value ``now_ms`` (§4 met, at_risk, gap; issue 4 co_patrol).
+        """Decide alerts at clock value ``now_ms``: ``co_patrol``, and per window instance
+        ``met``, ``at_risk`` (with no eligible unit present) and ``gap``, each when its rule in
+        :mod:`geofences.rules` says it is due.
 
-        A ``now_ms`` below the latest seen is ignored. Per window instance: ``met`` when coverage
-        reaches ``required_minutes``; ``at_risk`` the first time ``start <= now < end``, coverage
-        is short, no eligible unit is present and ``end - now <= required - covered + lead``;
-        ``gap`` when ``now > end + exit_grace`` with coverage short. Each fires at most once; an
-        instance ends with exactly one of met or gap. Alerts come out co_patrol first, then by
-        instance start.
+        A ``now_ms`` below the latest seen is ignored. Each alert fires at most once; an instance
+        ends with exactly one of met or gap. Alerts come out co_patrol first, then by instance
+        start.
         """
         previous = self._now
         if previous is not None and now_ms < previous:
@@ -559,16 +569,18 @@ class HotspotCoverage:
         return alerts
 
     def _ensure_instances(self, from_ms: int, now_ms: int) -> None:
+        """Know the instances judged from ``from_ms`` on (``rules.judged``) up to a horizon
+        past ``now_ms``, generated again as the clock nears it."""
         grace = self.settings.grace_ms
         if self._gen_to_ms is None:
-            low = from_ms - grace - 1
+            low = from_ms - grace - 1  # instances_between keeps the ends after it: all judged
         elif self._gen_to_ms - now_ms < _REFRESH_MS:
             low = self._gen_to_ms
         else:
             return
         high = now_ms + _HORIZON_MS
         for instance in instances_between(self.hotspot_id, self._windows, self.tz_name, low, high):
-            if instance.end_ms + grace >= from_ms:
+            if judged(instance.end_ms, from_ms, grace):
                 self._instances.setdefault(instance.key, instance)
         self._gen_to_ms = high
         self._ordered = sorted(
@@ -616,10 +628,9 @@ class HotspotCoverage:
             if "m" in flags or "g" in flags:
                 continue
             covered = self._coverage(instance, latest)
-            required = instance.required_ms
-            if covered >= required:
+            if met_due(instance, covered):
                 alerts.append(self._fire("met", instance, now_ms, covered))
-            elif now_ms > instance.end_ms + grace:
+            elif gap_due(instance, now_ms, covered, grace):
                 alerts.append(self._fire("gap", instance, now_ms, covered))
             elif (
                 "r" not in flags
@@ -631,10 +642,10 @@ class HotspotCoverage:
 
     def _settle(self, now_ms: int) -> None:
         grace = self.settings.grace_ms
-        if any(i.end_ms + grace < now_ms for i in self._ordered):
-            self._ordered = [i for i in self._ordered if i.end_ms + grace >= now_ms]
+        if any(settled(i.end_ms, now_ms, grace) for i in self._ordered):
+            self._ordered = [i for i in self._ordered if not settled(i.end_ms, now_ms, grace)]
             self._instances = {i.key: i for i in self._ordered}
-        stale = [key for key, (end, _) in self._fired.items() if end + grace < now_ms]
+        stale = [key for key, (end, _) in self._fired.items() if settled(end, now_ms, grace)]
         for key in stale:
             del self._fired[key]
             self._header_changed()
@@ -652,8 +663,8 @@ class HotspotCoverage:
             self._drop(visit)
             self._header_changed()
             self._changed.discard(key)
-            if visit.saved_end is not None:
-                self._pruned.add(key)
+            if self._visit_changes.pop(key, True):  # else it came and went since take_changes
+                self._visit_changes[key] = True
 
     def _compute_wake(self, now_ms: int, latest: int | None) -> int | None:
         """The next clock value at which at_risk or gap could fire without updates (``latest``:
@@ -669,18 +680,14 @@ class HotspotCoverage:
             flags = self._fired.get(instance.key, (0, ""))[1]
             if "m" in flags or "g" in flags:
                 continue
-            due = instance.end_ms + grace + 1
+            due = settled_from(instance.end_ms, grace)  # gap, if still short
             if (
                 "r" not in flags
                 and now_ms < instance.end_ms
                 and not self.eligible_present(instance)
             ):
-                covered = self._coverage(instance, latest)
-                trigger = max(
-                    instance.start_ms,
-                    instance.end_ms - (instance.required_ms - covered) - lead,
-                )
-                if trigger < instance.end_ms:
+                trigger = at_risk_from(instance, self._coverage(instance, latest), lead)
+                if trigger is not None:
                     # already passed: after a full look only if a unit has left since
                     due = min(due, max(trigger, now_ms))
             if wake is None or due < wake:
@@ -753,9 +760,9 @@ class HotspotCoverage:
             return service
 
     def _co_patrol(self, now_ms: int) -> list[Alert]:
-        """Issue 4 "Separate services": two units of different ``separate_services`` groups whose
-        presence intervals (ended: enter..exit, open: enter..latest inside ping) overlap by more
-        than ``co_patrol_minutes``. Once per pair of visits."""
+        """``co_patrol``: two units of different ``separate_services`` groups whose presence
+        intervals (ended: enter..exit, open: enter..latest inside ping) overlap by more than
+        ``co_patrol_minutes``. Once per pair of visits."""
         if not self._changed:
             return []
         limit = self.settings.co_patrol_ms
@@ -809,50 +816,42 @@ class HotspotCoverage:
         }
         if with_visits:
             visits = sorted(self._visits.values(), key=lambda v: (v.enter_ms, v.unit_id))
-            snapshot["visits"] = [
-                [v.unit_id, v.unit_type, v.enter_ms, v.end_ms, v.open, sorted(v.marks)]
-                for v in visits
-            ]
+            snapshot["visits"] = [v.row() for v in visits]
         snapshot["fired"] = {key: [end, flags] for key, (end, flags) in sorted(self._fired.items())}
         return snapshot
 
     @property
-    def has_unsaved_changes(self) -> bool:
-        """Whether visits, fired alerts or windows changed since ``take_visit_changes``; a
-        clock that merely moved on is not a change worth writing: every instance that settles
-        or fires in between changes ``fired``, so a restored ledger with an older clock value
-        decides nothing twice."""
-        return self._unsaved
+    def has_changes(self) -> bool:
+        """Whether ``take_changes`` has anything to report. A clock that merely moved on is no
+        change: every instance that fires or settles meanwhile changes the header, so a ledger
+        restored with an older clock decides nothing twice."""
+        return self._header_change or bool(self._visit_changes)
 
-    def take_visit_changes(
-        self,
-    ) -> tuple[dict[str, Any] | None, list[list[Any]], list[tuple[str, int]]]:
-        """The snapshot in parts, for a store that keeps each visit under its own key: the
-        header (``to_dict`` without ``visits``), or None if nothing in it but the clock changed
-        since the last call (or since ``from_dict``); the visit rows changed since; and the
-        (unit id, enter ms) of visits pruned since.
+    def take_changes(self) -> Changes:
+        """What changed since the last call (or since ``from_dict``; for a new ledger, its
+        header), for a holder that keeps the snapshot in parts and writes only what changed. A
+        visit begun and removed in between is in neither list.
 
-        Writing only what changed keeps a write proportional to the updates, not to the ledger:
-        a busy hot spot holds a day of visits, and a header only moving its clock is not written
-        again with every visit update. ``from_dict(header | {"visits": rows})`` of the latest
-        header and rows restores the ledger, with the header's clock: every decision changes
-        the header, so from the current clock on the restored ledger decides what the original
-        would (a visit past retention may be pruned sooner)."""
-        header = self.to_dict(with_visits=False) if self._header_unsaved else None
-        self._header_unsaved = False
-        removed = sorted(k for k in self._pruned if k not in self._visits) if self._pruned else []
-        changed: list[list[Any]] = []
-        rows = self._unsaved_rows
-        for key in sorted(rows, key=_row_order) if len(rows) > 1 else rows:
-            v = self._visits.get(key)
-            if v is None or v.is_saved():
-                continue
-            v.mark_saved()
-            changed.append([v.unit_id, v.unit_type, v.enter_ms, v.end_ms, v.open, sorted(v.marks)])
-        rows.clear()
-        self._pruned.clear()
-        self._unsaved = False
-        return header, changed, removed
+        The latest header (``to_dict(with_visits=False)`` when reported changed) and the rows
+        kept by key restore the ledger through ``from_dict``, with the header's clock: every
+        decision changes the header, so from the current clock on the restored ledger decides
+        what this one would (a visit past retention may be pruned sooner)."""
+        header, self._header_change = self._header_change, False
+        changes = self._visit_changes
+        if not changes:
+            return header, [], []
+        rows: list[list[Any]] = []
+        removed: list[tuple[str, int]] = []
+        visits = self._visits
+        for key in sorted(changes, key=_row_order) if len(changes) > 1 else changes:
+            visit = visits.get(key)
+            if visit is None:
+                removed.append(key)
+            else:
+                rows.append(visit.row())
+        self._visit_changes = {}
+        removed.sort()
+        return header, rows, removed
 
     @classmethod
     def from_dict(
@@ -872,7 +871,7 @@ class HotspotCoverage:
             ledger = cls(str(data["hotspot_id"]), windows, tz_name, settings)
             now = data["now_ms"]
             ledger._now = None if now is None else int(now)
-            since = data.get("since_ms", now)
+            since = data["since_ms"]
             ledger._since = None if since is None else int(since)
             for unit_id, unit_type, enter, end, is_open, marks in data["visits"]:
                 visit = _Visit(str(unit_id), str(unit_type), int(enter), int(end), bool(is_open))
@@ -886,10 +885,8 @@ class HotspotCoverage:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed coverage snapshot: {exc}") from exc
         ledger._changed = set(ledger._visits)
-        for visit in ledger._visits.values():
-            visit.mark_saved()
-        ledger._unsaved = False
-        ledger._header_unsaved = False
+        ledger._visit_changes = {}
+        ledger._header_change = False
         return ledger
 
 

@@ -8,7 +8,8 @@ class HotspotError(Exception):
 
 
 class HotSpotFileError(HotspotError):
-    """A hot spot file was refused (contract §3). ``problems`` has one line per problem."""
+    """A hot spot file was refused (docs/interface.md, The hot spot file). ``problems`` has one
+    line per problem."""
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
@@ -16,7 +17,8 @@ class HotSpotFileError(HotspotError):
 
 
 class InvalidPing(HotspotError):
-    """A ping value does not match contract §2; the message is the one-line reason."""
+    """A ping value does not match docs/interface.md, Messages: Ping; the message is the
+    one-line reason."""
 
 
 class InvalidAssignment(HotspotError):

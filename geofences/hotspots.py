@@ -1,4 +1,5 @@
-"""The hot spot file (contract §3): load, validate, and hold hot spots and their patrol windows.
+"""The hot spot file (docs/interface.md, The hot spot file): load, validate, and hold hot spots
+and their patrol windows.
 
 Everything a file can get wrong is reported at once, one line per problem, each naming the feature
 it belongs to (``feature 3 (id "HS-03"): geometry: ring 0 is not closed``).
@@ -32,7 +33,8 @@ _HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """A recurring patrol window of a hot spot (contract §3), in the collection's timezone.
+    """A recurring patrol window of a hot spot (docs/interface.md, The hot spot file: windows), in
+    the collection's timezone.
 
     ``days`` holds weekday numbers (0 = Monday … 6 = Sunday) on which the window *starts*.
     ``end <= start`` means the window crosses midnight into the next day.
@@ -104,7 +106,7 @@ def _parse_hhmm(value: object) -> time | None:
 
 
 def _window_problems(obj: object, where: str) -> tuple[Window | None, list[str]]:
-    """The window described by ``obj`` (contract §3), or ``None`` and every problem found."""
+    """The window described by ``obj``, or ``None`` and every problem found."""
     if not isinstance(obj, dict):
         return None, [f"{where}: not an object"]
     problems: list[str] = []
@@ -174,7 +176,8 @@ def _window_problems(obj: object, where: str) -> tuple[Window | None, list[str]]
 
 
 def parse_window(obj: object, where: str) -> Window:
-    """A patrol window from its JSON object (contract §3), also used for run-time assignments (§2).
+    """A patrol window from its JSON object (docs/interface.md, The hot spot file: windows), also
+    used for run-time assignments (Messages: Assignment).
 
     Raises ``ValueError`` whose one-line message starts with ``where`` and lists every problem.
     """
@@ -308,7 +311,7 @@ def _hotspot(
 
 
 def parse_hotspots(obj: object) -> HotSpotCollection:
-    """The hot spots of a parsed GeoJSON document (contract §3).
+    """The hot spots of a parsed GeoJSON document.
 
     Raises ``HotSpotFileError`` listing every problem found, one line each, naming the feature.
     """
@@ -340,7 +343,7 @@ def parse_hotspots(obj: object) -> HotSpotCollection:
 
 
 def load_hotspots(path: str | os.PathLike[str]) -> HotSpotCollection:
-    """Read and validate a hot spot file (contract §3).
+    """Read and validate a hot spot file.
 
     An unreadable file or invalid JSON raises ``HotSpotFileError`` with one line; otherwise as
     ``parse_hotspots``.

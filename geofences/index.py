@@ -1,4 +1,5 @@
-"""Which hot spots contain which points (contract §4 "Inside"), and how far a point is from one."""
+"""Which hot spots contain which points (docs/interface.md, Semantics: inside and enter), and how
+far a point is from one."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from geofences.projection import LocalProjection
 IntArray = npt.NDArray[np.intp]
 
 _MAX_CELLS = 1 << 21
-#: batches of at most this many points are matched point by point (``_match_few``): measured
-#: against the batch path, the two cost the same at about this size
+#: batches of at most this many points are matched point by point (``_match_few``): about where
+#: numpy's overhead for each of the batch path's steps stops costing more than the points
 FEW_POINTS = 8
 _CELL_FACTOR = 2.0
 
@@ -32,17 +33,10 @@ class HotSpotIndex:
     polygons: a point on an edge, on a vertex or on a hole's boundary is inside; in a hole, outside.
     Cells are about twice the median hot spot's bounding box, at most 2**21 of them.
 
-    Measured on one core, 100,000 points against 2,000 hot spots (randomly rotated 150 m squares,
-    pentagons, hexagons) spread over England, best of 7; points uniform over the area / 80 % of
-    them within ~200 m of a hot spot (all options give the same pairs):
-
-    - ``STRtree.query(shapely.points(...), predicate="intersects")``: 1.9 / 1.5 M points/s
-      (building the shapely points alone takes 35-110 ms)
-    - ``STRtree.query`` on the points, then ``intersects_xy`` on candidate pairs: 1.8 / 1.6 M/s
-    - the grid with a sorted array of non-empty cells and ``np.searchsorted``: 10 / 6 M/s
-    - this grid (a dense cell table, 8 MB at most): 63 / 11.7 M/s; building it: 60-160 ms.
-
-    ``containing`` (one point) takes 0.3 µs far from any hot spot, ~7 µs inside one.
+    Why a dense grid: finding a point's candidates is arithmetic and one table lookup, done for a
+    whole batch in a few numpy passes, with no shapely point objects to build and no tree to
+    walk; an ``STRtree`` query or a sparse grid (sorted cells and ``np.searchsorted``) gives the
+    same pairs several times slower (docs/performance.md). The cell limit bounds the table.
     """
 
     def __init__(self, hotspots: Sequence[HotSpot]) -> None:
@@ -107,7 +101,7 @@ class HotSpotIndex:
         return ((values - origin) * per_cell).astype(np.intp)
 
     def match(self, lons: npt.ArrayLike, lats: npt.ArrayLike) -> tuple[IntArray, IntArray]:
-        """Every (point, hot spot) pair with the point inside the hot spot or on its boundary (§4).
+        """Every (point, hot spot) pair with the point inside the hot spot or on its boundary.
 
         Takes 1-D arrays of lon and lat in degrees. Returns ``(point_idx, hotspot_idx)``, sorted
         by point, then hot spot; ``hotspot_idx`` indexes ``ids``.
@@ -182,14 +176,15 @@ class HotSpotIndex:
         return found
 
     def containing(self, lon: float, lat: float) -> frozenset[str]:
-        """Ids of the hot spots the point is inside or on the boundary of (§4); ``match`` for one
+        """Ids of the hot spots the point is inside or on the boundary of; ``match`` for one
         point, without numpy's per-call overhead."""
         ids = self.ids
         return frozenset(ids[i] for i in self._containing_idx(lon, lat))
 
     def distance_m(self, lon: float, lat: float, hotspot_id: str) -> float:
         """Metres from the point to the hot spot (0 when inside or on its boundary), for the exit
-        buffer of §4; measured in a local projection centred on that hot spot."""
+        buffer (docs/interface.md, Semantics: exit: left); measured in a local projection
+        centred on that hot spot."""
         if shapely.intersects_xy(self._geometries[self._position[hotspot_id]], lon, lat):
             return 0.0
         return self.distance_outside_m(lon, lat, hotspot_id)
@@ -215,8 +210,8 @@ def _segments(projected: Any) -> tuple[Segment, ...] | None:
     """A projected hot spot's edges, every ring's, as ``(ax, ay, bx, by)``, if it has few.
 
     A micro hot spot has four to a dozen edges. For those, the distance of a point outside is
-    computed here (``distance_to_segments``, about 1.7x quicker than building a shapely point and
-    asking GEOS, for the same floats); a larger polygon goes to GEOS."""
+    computed here (``distance_to_segments``, the same floats as GEOS without building a shapely
+    point to ask it); a larger polygon goes to GEOS."""
     segments: list[Segment] = []
     for polygon in shapely.get_parts(projected):
         for ring in (polygon.exterior, *polygon.interiors):

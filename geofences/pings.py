@@ -1,4 +1,4 @@
-"""Pings: what a valid ping is (contract §2 "Ping") and how one is decoded."""
+"""Pings: what a valid ping is (docs/interface.md, Messages: Ping) and how one is decoded."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ MAX_LAT = 90.0
 MAX_LON = 180.0
 KNOWN_UNIT_TYPES = frozenset({"police", "pcso", "outreach", "security"})
 UNKNOWN_UNIT_TYPE = "unknown"
-#: one string object per known type, for every state to share (a decoded one costs 55 B)
+#: one string object per known type, for every state to share (each decoded one is an object of
+#: its own)
 _SHARED_TYPES: dict[str | None, str] = {t: t for t in KNOWN_UNIT_TYPES}
 
 _MIN_TS_MS = 0
@@ -29,7 +30,8 @@ _MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 class Ping(NamedTuple):
     """One decoded, valid ping. ``ts_ms`` is epoch milliseconds.
 
-    A named tuple rather than a frozen dataclass: made once per ping, 4x cheaper to build."""
+    A named tuple rather than a frozen dataclass: one is made per ping, and it is cheaper to
+    build."""
 
     unit_id: str
     ts_ms: int
@@ -76,7 +78,8 @@ def _ts_ms(value: object) -> int:
 
 
 def ping_from_obj(obj: object) -> Ping:
-    """Validate a decoded JSON value against contract §2 "Ping"; raise ``InvalidPing`` with a reason."""
+    """Validate a decoded JSON value against docs/interface.md, Messages: Ping; raise
+    ``InvalidPing`` with a reason."""
     if type(obj) is dict:
         ping = _plain_ping(obj)
         if ping is not None:
@@ -86,7 +89,7 @@ def ping_from_obj(obj: object) -> Ping:
 
 def _plain_ping(obj: dict[str, Any]) -> Ping | None:
     """The ping if ``obj`` is valid in the usual way (a string ts, float coordinates), else
-    ``None`` for :func:`_checked_ping` to decide: the same result, at a third of the cost.
+    ``None`` for :func:`_checked_ping` to decide: the same result, with fewer checks.
     (Comparisons are false for NaN, so the range checks also refuse non-finite numbers.)"""
     unit_id = obj.get("unit_id")
     ts = obj.get("ts")
@@ -119,7 +122,7 @@ def _plain_ping(obj: dict[str, Any]) -> Ping | None:
         return None
     if not _MIN_TS_MS <= ts_ms <= _MAX_TS_MS:
         return None
-    # tuple.__new__ builds a named tuple in a third of the time its generated __new__ takes
+    # tuple.__new__ builds a named tuple quicker than its generated __new__
     return tuple.__new__(
         Ping, (unit_id, ts_ms, lat, lon, accuracy_m, _SHARED_TYPES.get(unit_type, unit_type))
     )
@@ -161,8 +164,8 @@ _UnitType = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_UNIT_TYPE_C
 
 class _UsualPing(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """The usual shape of a valid ping (a string ts, no other fields), decoded and checked by
-    msgspec in C: a third quicker than ``orjson.loads`` and :func:`_plain_ping`, the largest
-    piece of the presence stage (README: Performance). Only a fast path: whatever it refuses,
+    msgspec in C, quicker than ``orjson.loads`` and :func:`_plain_ping` (decoding is the largest
+    piece of the presence stage: docs/performance.md). Only a fast path: whatever it refuses,
     :func:`ping_from_obj` decides and names the reason, and whatever it accepts those rules
     accept too, with the same ping (``tests/geofences/test_pings.py`` compares the two on
     generated values). Unknown fields are refused here because msgspec skips their values

@@ -1,4 +1,5 @@
-"""The per-unit presence state machine: contract §4 from "Usable ping" to "Dwell".
+"""The per-unit presence state machine: docs/interface.md, Semantics, from "Valid and usable
+pings" to "Hot spot removed, unit types".
 
 Every rule lives here, and nowhere else:
 
@@ -33,7 +34,10 @@ _EVENT_NAMESPACE = uuid.UUID("5b0f3a52-8f1e-4c55-9a57-6f1b1c2a7d10").bytes
 
 @dataclass(frozen=True, slots=True)
 class PresenceSettings:
-    """The settings of contract §4, with its defaults."""
+    """The settings of the presence rules (docs/interface.md, Semantics), with their defaults.
+
+    ``exit_grace_s`` is also how long after a window's end its coverage can still change, so the
+    coverage ledger reads it from here (``CoverageSettings.presence``)."""
 
     max_accuracy_m: float = 50.0
     exit_buffer_m: float = 20.0
@@ -56,7 +60,7 @@ class Outcome(StrEnum):
     LATE = "late"
 
 
-#: looked up once: reading a member off an enum class costs 75 ns in Python 3.11
+#: looked up once: reading a member off an enum class is an attribute lookup on every ping
 _USABLE = Outcome.USABLE
 
 
@@ -91,7 +95,7 @@ class UnitState:
     """Everything remembered about one unit; snapshot with :meth:`to_dict`.
 
     ``visits`` is a tuple ordered by hot spot id: a unit is in none, one or a few hot spots, and
-    a tuple costs a tenth of a dict (issue 3: memory per tracked unit).
+    a tuple is much smaller than a dict (a worker tracks every unit's state).
     """
 
     unit_type: str = UNKNOWN_UNIT_TYPE
@@ -133,11 +137,12 @@ class UnitState:
 
 
 def visit_event_id(kind: str, unit_id: str, hotspot_id: str, enter_ms: int) -> str:
-    """Deterministic id (contract §2): a visit is one unit in one hot spot from one enter time,
-    and it has exactly one enter, one exit and one dwell, so the same pings give the same ids.
+    """Deterministic id (docs/interface.md, Ids and duplicates): a visit is one unit in one hot
+    spot from one enter time, and it has exactly one enter, one exit and one dwell, so the same
+    pings give the same ids.
 
-    ``str(uuid.uuid5(namespace, name))``, spelled out: building the ``UUID`` object cost more
-    than the hash (``hotspot bench``, the presence stage)."""
+    ``str(uuid.uuid5(namespace, name))``, spelled out: building the ``UUID`` object costs more
+    than the hash, once per event."""
     name = f"{kind}|{unit_id}|{hotspot_id}|{enter_ms}".encode()
     digest = bytearray(hashlib.sha1(_EVENT_NAMESPACE + name, usedforsecurity=False).digest())
     digest[6] = digest[6] & 0x0F | 0x50  # version 5
@@ -148,7 +153,7 @@ def visit_event_id(kind: str, unit_id: str, hotspot_id: str, enter_ms: int) -> s
 
 @dataclass(frozen=True, slots=True)
 class GeofenceEvent:
-    """Contract §2 GeofenceEvent. ``reason`` is ``None`` for an enter."""
+    """docs/interface.md, Messages: GeofenceEvent. ``reason`` is ``None`` for an enter."""
 
     type: str
     unit_id: str
@@ -180,7 +185,7 @@ class GeofenceEvent:
 
 @dataclass(frozen=True, slots=True)
 class DwellEvent:
-    """Contract §2 DwellEvent: one completed visit, emitted with its exit."""
+    """docs/interface.md, Messages: DwellEvent: one completed visit, emitted with its exit."""
 
     unit_id: str
     unit_type: str
@@ -218,7 +223,7 @@ class Observation(NamedTuple):
 
     ``still_inside`` lists the hot spots the unit was already present in and this ping is
     inside: the coverage ledger's "latest usable ping inside" moves for those. (A named tuple:
-    one is made per ping, and a frozen dataclass costs three times as much to build.)
+    one is made per ping, and it is cheaper to build than a frozen dataclass.)
     """
 
     outcome: Outcome
@@ -253,7 +258,8 @@ def _left(unit_id: str, visit: Visit) -> tuple[GeofenceEvent, DwellEvent]:
 
 
 def _close_all(unit_id: str, state: UnitState) -> list[Event]:
-    """Signal loss: the events that close every open visit (contract §4 "Exit (signal lost)")."""
+    """Signal loss: the events that close every open visit (docs/interface.md, Semantics: exit:
+    signal lost)."""
     events: list[Event] = []
     if state.last_ms is None:
         return events
@@ -281,7 +287,7 @@ def observe(
     distance_m: Callable[[Ping, str], float],
     settings: PresenceSettings,
 ) -> Observation:
-    """Apply one valid ping of ``ping.unit_id`` (contract §4).
+    """Apply one valid ping of ``ping.unit_id`` (docs/interface.md, Semantics).
 
     ``inside`` holds the ids of every hot spot containing the ping (boundary included).
     ``distance_m(ping, hotspot_id)`` gives the ping's distance in metres from that hot spot;
@@ -366,7 +372,8 @@ def expire(
     unit_id: str, state: UnitState, now_ms: int, settings: PresenceSettings
 ) -> tuple[UnitState, tuple[Event, ...]]:
     """Signal loss noticed by the clock: ``now_ms`` passed the last usable ping by more than
-    ``signal_timeout_s`` (contract §4). Returns the state unchanged and no events otherwise."""
+    ``signal_timeout_s`` (docs/interface.md, Semantics: exit: signal lost). Returns the state
+    unchanged and no events otherwise."""
     deadline = signal_deadline_ms(state, settings)
     if deadline is None or now_ms <= deadline:
         return state, ()

@@ -2,7 +2,8 @@
 
 Equirectangular about a reference point, scaled by the WGS 84 metres per degree of latitude and of
 longitude at the reference latitude. Within a few kilometres of the reference point (hot spot scale)
-distances are accurate to well under 0.1 %. Used for the exit buffer of contract §4.
+distances are accurate to well under 0.1 %. Used for the exit buffer (docs/interface.md,
+Semantics: exit: left).
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """What the control room shows for a hot spot: its state now, its window and who is there.
 
-A status is derived from a coverage ledger and a clock value, never stored. The states, most
-urgent first:
+A status is derived from a coverage ledger and a clock value, never stored (docs/interface.md,
+Control room HTTP API), by the ledger's own rules (:mod:`geofences.rules`, its lead and exit
+grace). The states, most urgent first:
 
 - ``gap``: the latest window ended (within the last hour) with coverage short of required (a
-  window that ended before the ledger began to watch is not judged, as for the alerts);
-- ``at_risk``: in a window, short, no eligible unit present, and either the ``at_risk`` alert
-  has fired or the window ends within (required - covered) + lead (contract §4 "at_risk");
+  window the ledger does not judge, settled before it began to watch, is not shown);
+- ``at_risk``: in a window, short, no eligible unit present, and the ``at_risk`` alert has fired
+  or is due;
 - ``pending``: in a window, short, not yet at risk;
 - ``covered``: a unit is present now (an eligible one, when a window is open);
 - ``met``: the window (current, or ended within the last hour) has its required minutes;
@@ -23,8 +24,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from geofences.coverage import HotspotCoverage, at_risk_due
+from geofences.coverage import HotspotCoverage
 from geofences.hotspots import Window
+from geofences.rules import at_risk_due, judged, met_due
 from geofences.timefmt import format_ms
 from geofences.windows import WindowInstance, instances_between
 
@@ -128,7 +130,7 @@ def _next_instance(
     return next((i for i in upcoming if i.start_ms >= start), None)
 
 
-def hotspot_status(ledger: HotspotCoverage, now_ms: int, lead_ms: int) -> HotspotStatus:
+def hotspot_status(ledger: HotspotCoverage, now_ms: int) -> HotspotStatus:
     """The hot spot's state at ``now_ms``, from its ledger (see the module docstring)."""
     present = tuple(PresentUnit(*visit) for visit in ledger.open_visits())
     minute = now_ms // 60_000
@@ -139,8 +141,8 @@ def hotspot_status(ledger: HotspotCoverage, now_ms: int, lead_ms: int) -> Hotspo
     ]
     current = [i for i in nearby if i.start_ms <= now_ms < i.end_ms]
     watched_from = ledger.since_ms if ledger.since_ms is not None else now_ms
-    grace_ms = ledger.settings.grace_ms
-    ended = [i for i in nearby if i.end_ms <= now_ms and i.end_ms + grace_ms >= watched_from]
+    grace_ms, lead_ms = ledger.settings.grace_ms, ledger.settings.lead_ms
+    ended = [i for i in nearby if i.end_ms <= now_ms and judged(i.end_ms, watched_from, grace_ms)]
 
     def result(state: HotspotState, window: WindowInstance | None, covered: int) -> HotspotStatus:
         urgency = _RANK[state] + (0.0 if window is None else _need(window, covered, now_ms))
@@ -155,13 +157,13 @@ def hotspot_status(ledger: HotspotCoverage, now_ms: int, lead_ms: int) -> Hotspo
 
     if current:
         coverage = {i.key: ledger.covered_ms(i) for i in current}
-        short = [i for i in current if coverage[i.key] < i.required_ms]
+        short = [i for i in current if not met_due(i, coverage[i.key])]
         window = min(short or current, key=lambda i: (i.end_ms, i.key))
         covered = coverage[window.key]
         fired = ledger.fired(window.key)
         if ledger.eligible_present(window):
             return result("covered", window, covered)
-        if covered >= window.required_ms or "met" in fired:
+        if met_due(window, covered) or "met" in fired:
             return result("met", window, covered)
         if "at_risk" in fired or at_risk_due(window, now_ms, covered, lead_ms):
             return result("at_risk", window, covered)
@@ -171,6 +173,6 @@ def hotspot_status(ledger: HotspotCoverage, now_ms: int, lead_ms: int) -> Hotspo
     if ended:
         window = max(ended, key=lambda i: (i.end_ms, i.key))
         covered = ledger.covered_ms(window)
-        met = covered >= window.required_ms or "met" in ledger.fired(window.key)
+        met = met_due(window, covered) or "met" in ledger.fired(window.key)
         return result("met" if met else "gap", window, covered)
     return result("idle", None, 0)

@@ -1,15 +1,17 @@
-"""Window instances: a hot spot's patrol windows (contract §3) on concrete dates, in UTC ms.
+"""Window instances: a hot spot's patrol windows on concrete dates, in UTC ms (docs/interface.md,
+Semantics: windows, coverage and alerts).
 
 A window's ``start`` and ``end`` are wall times in the collection's timezone, read per local date
-with ``zoneinfo`` so that the clock changes move the UTC bounds (contract §4, "Coverage of a window
-instance ... DST-correct"). A local time that does not exist (the hour skipped in spring) or exists
-twice (the hour repeated in autumn) is read with ``fold=0`` (PEP 495): in Europe/London a skipped
-``01:30`` is read with the winter offset and lands on 02:30 BST (01:30Z), and a repeated ``01:30``
-is its first occurrence, 01:30 BST (00:30Z). An instance whose end so read is not after its start
-(one starting in the skipped hour and ending less than an hour of wall time later) does not exist.
+with ``zoneinfo`` so that the clock changes move the UTC bounds. A local time that does not exist
+(the hour skipped in spring) or exists twice (the hour repeated in autumn) is read with
+``fold=0`` (PEP 495): in Europe/London a skipped ``01:30`` is read with the winter offset and
+lands on 02:30 BST (01:30Z), and a repeated ``01:30`` is its first occurrence, 01:30 BST (00:30Z).
+An instance whose end so read is not after its start (one starting in the skipped hour and ending
+less than an hour of wall time later) does not exist.
 
-Windows added at run time arrive on the ``assignments`` topic (contract §2): a window's §3 fields
-plus ``hotspot_id``. They join the file's windows of that hot spot (``merge_windows``).
+Windows added at run time arrive on the ``assignments`` topic (docs/interface.md, Messages:
+Assignment): a window's fields plus ``hotspot_id``. They join the file's windows of that hot spot
+(``merge_windows``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class WindowInstance:
 
     ``key`` identifies the instance across restarts and across identical windows: two windows
     that give the same bounds, ``required_minutes``, ``min_visit_minutes`` and ``unit_types`` give
-    the same key (and count as one instance). Alert ids derive from it (contract §2).
+    the same key (and count as one instance). Alert ids derive from it (docs/interface.md, Ids
+    and duplicates).
     """
 
     hotspot_id: str
@@ -84,7 +87,7 @@ def _local_date(epoch_ms: int, zone: ZoneInfo) -> date:
 def window_instance(
     hotspot_id: str, window: Window, day: date, tz_name: str
 ) -> WindowInstance | None:
-    """The instance of ``window`` starting on local date ``day`` (contract §3/§4).
+    """The instance of ``window`` starting on local date ``day``.
 
     ``None`` when ``window.days`` excludes ``day`` (days apply to the start date; ``end <= start``
     ends on the next date) or when the instance has no length (see the module docstring).
@@ -115,8 +118,8 @@ def instances_between(
 ) -> list[WindowInstance]:
     """Every instance of ``windows`` overlapping ``[from_ms, to_ms)``, ordered by start, end, key.
 
-    Contract §4, "Coverage of a window instance": one instance per window and local start date in
-    ``tz_name``. Identical instances (same key) are returned once.
+    One instance per window and local start date in ``tz_name``. Identical instances (same key)
+    are returned once.
     """
     if to_ms <= from_ms:
         return []
@@ -139,7 +142,8 @@ def instances_between(
 def parse_assignment(
     obj: object, known_hotspots: Collection[str] | None = None
 ) -> tuple[str, Window]:
-    """The hot spot id and window of an ``assignments`` topic value (contract §2: §3 window + id).
+    """The hot spot id and window of an ``assignments`` topic value (docs/interface.md, Messages:
+    Assignment).
 
     Raises ``InvalidAssignment`` with a one-line reason; with ``known_hotspots`` given, an id not
     in it is refused too.
@@ -183,7 +187,8 @@ def merge_windows(
 
 
 def window_to_obj(window: Window) -> dict[str, Any]:
-    """The §3 JSON form of a window; ``parse_window`` reads it back to an equal ``Window``."""
+    """The JSON form of a window in the hot spot file; ``parse_window`` reads it back to an
+    equal ``Window``."""
     return {
         "days": "daily" if len(window.days) == 7 else [WEEKDAYS[d] for d in sorted(window.days)],
         "start": window.start.strftime("%H:%M"),

@@ -129,7 +129,6 @@ class ControlRoom:
         processor = self.processor
         coverage = processor.coverage
         owned = processor.owned_coverage_partitions()
-        lead_ms = coverage.settings.lead_ms
         store = processor.coverage_store
         result = []
         for hotspot_id in coverage.hotspots_of(owned):
@@ -147,7 +146,7 @@ class ControlRoom:
                     }
                 )
                 continue
-            result.append(hotspot_status(ledger, at, lead_ms).to_json_dict())
+            result.append(hotspot_status(ledger, at).to_json_dict())
         return result
 
     def local_part(self) -> dict[str, Any]:

@@ -3,10 +3,14 @@
 Presence is decided per unit, coverage per hot spot, so the presence stage re-keys what coverage
 needs (enter, each inside fix, exit) by ``hotspot_id`` onto an internal topic. This stage keeps
 one :class:`geofences.coverage.HotspotCoverage` ledger per hot spot, persisted in a changelog
-table (what changed, at the worker's flush: :meth:`CoverageStage.take_writes`), and moves it
-forward with the clock: the wall clock in ``live`` mode (a timer, so alerts fire even when no
-ping arrives), or in ``event`` mode the watermark that the presence stage broadcasts to every
-partition of the internal topic after each batch.
+table (what changed, at the worker's flush: :meth:`CoverageStage.take_writes`, encoded by
+stream/worker/coverage_codec.py), and moves it forward with the clock: the wall clock in ``live``
+mode (a timer, so alerts fire even when no ping arrives), or in ``event`` mode the watermark
+that the presence stage broadcasts to every partition of the internal topic after each batch.
+
+The internal topic carries three kinds of message, each a JSON array led by its kind: visit
+updates (:func:`update_messages`), clock parts (:func:`clock_message`) and windows assigned at
+run time (:meth:`CoverageStage.route_assignments`). Any other is refused.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from geofences.hotspots import HotSpotCollection, Window, parse_window
 from geofences.windows import add_window, parse_assignment, window_to_obj
 from stream.kafka import key_partition
 from stream.records import Consumed, Message, VisitUpdate, compact_json, dead_letter
+from stream.worker.coverage_codec import CoverageCodec, Writes
 from stream.worker.pending import (
     ENTER,
     EXIT,
@@ -46,11 +51,10 @@ def _in_ts_order(messages: Sequence[Update]) -> bool:
     return all(a[3] <= b[3] for a, b in itertools.pairwise(messages))
 
 
-#: the most record bytes :meth:`CoverageStage.process` decodes at once (about 28,000 visit
-#: updates). Every update decodes to objects of its own, which live until its batch is applied;
-#: a replay's batch held 200,000 at once, and the blocks they left free among the visits kept
-#: from them were 20 MB of the worker's RSS at 100,000 units (``hotspot bench``, memory). Side
-#: by side over the full-size replay, the worker's CPU a ping did not change.
+#: the most record bytes :meth:`CoverageStage.process` decodes at once. Every update decodes to
+#: objects of its own, which live until its slice is applied: a replay's batch, decoded whole,
+#: would hold a great many at once, and the memory they leave free among the visits kept from
+#: them stays the worker's. Slices bound that, and cost no more per ping.
 SLICE_BYTES = 1024 * 1024
 
 
@@ -69,8 +73,7 @@ def record_slices(records: Sequence[Consumed], most_bytes: int) -> Iterator[Sequ
 
 
 #: the kind of a message of visit updates grouped by hot spot, their kinds coded
-#: (``stream.worker.pending.KIND_CODES``); ``"visits"`` has them as strings, ``"updates"`` ungrouped:
-#: both still read, as a worker before the upgrade may have left them in the topic
+#: (``stream.worker.pending.KIND_CODES``)
 VISITS = "visits2"
 
 
@@ -100,32 +103,10 @@ def update_messages(
     return [(p, orjson.dumps([VISITS, spots])) for p, spots in sorted(grouped.items())]
 
 
-def grouped_updates(message: list[Any]) -> dict[str, list[Update]]:
-    """The updates of a message written before kinds were coded, grouped by hot spot and
-    coded: ``["visits", {hotspot_id: [update, ...]}]``, or before they were grouped,
-    ``["updates", [[hotspot_id, kind, unit_id, unit_type, ts_ms, enter_ms], ...]]``."""
-    kind, body = message
-    if kind == "visits":
-        return {h: [coded_update(*u) for u in updates] for h, updates in body.items()}
-    grouped: dict[str, list[Update]] = {}
-    for hotspot_id, *update in body:
-        grouped.setdefault(hotspot_id, []).append(coded_update(*update))
-    return grouped
-
-
 def clock_message(parts: dict[str, int], first_ms: int | None) -> bytes:
     """The event-time watermark's parts (pings partition → largest ts), for every coverage
     partition, with the earliest ping ts the sender has seen (where event time began)."""
     return orjson.dumps(["clock", parts, first_ms])
-
-
-#: table keys of visits start with a byte no hot spot id (a JSON string in the file) starts with
-VISIT_KEY_PREFIX = b"\x00"
-
-
-def visit_key(hotspot_id: str, unit_id: str, enter_ms: int) -> bytes:
-    """The coverage table key of one visit: it lives beside its hot spot's header entry."""
-    return VISIT_KEY_PREFIX + orjson.dumps([hotspot_id, unit_id, enter_ms])
 
 
 @dataclass
@@ -148,16 +129,7 @@ class CoverageStage:
         self.partition_of = {h: key_partition(h.encode(), partitions) for h in self.file_windows}
         self.ledgers: dict[str, HotspotCoverage] = {}
         self.assigned: dict[str, tuple[Window, ...]] = {}
-        self.written: dict[str, bytes] = {}
-        #: hot spot -> assignments as last written with its header: the header is written
-        #: again when these or the ledger's header change (not its clock alone)
-        self._written_assigned: dict[str, tuple[Window, ...]] = {}
-        #: visit rows by hot spot as the store held them when first read after a rebalance,
-        #: each taken when its hot spot's ledger is built
-        self._visit_rows: dict[str, list[list[Any]]] | None = None
-        #: hot spots whose header is to be written again, though unchanged (one read as
-        #: written before pending chunks)
-        self._rewrite: set[str] = set()
+        self.codec = CoverageCodec()
         #: event mode: visit updates not yet reached by the watermark, per hot spot, by ts (in
         #: arrival order within a ts), and as stored, per coverage partition (stream/worker/pending.py)
         self.pending: dict[str, list[Update]] = {}
@@ -192,28 +164,16 @@ class CoverageStage:
         ledger = self.ledgers.get(hotspot_id)
         if ledger is not None:
             return ledger
-        raw = store.get(hotspot_id.encode())
-        assigned: tuple[Window, ...] = ()
         log = self._log(self.partition_of[hotspot_id], store)
         pending = self.pending[hotspot_id] = log.restored.pop(hotspot_id, [])
-        if raw is not None:
-            snapshot = orjson.loads(raw)
-            assigned = tuple(parse_window(w, "stored assignment") for w in snapshot["assigned"])
-            if "pending" in snapshot:  # a header as written before pending chunks
-                written_before = kept_updates(coded_update(*u) for u in snapshot["pending"])
-                pending += written_before
-                log.add(hotspot_id, written_before)
-                self._rewrite.add(hotspot_id)
-            else:
-                self._written_assigned[hotspot_id] = assigned
+        stored = self.codec.read(hotspot_id, store)
+        assigned: tuple[Window, ...] = ()
+        if stored is not None:
+            snapshot, assigned = stored
             windows = self._windows(hotspot_id, assigned)
-            header = snapshot["ledger"]
-            if "visits" not in header:
-                header = {**header, "visits": self._stored_visits(store).pop(hotspot_id, [])}
             ledger = HotspotCoverage.from_dict(
-                header, windows, self.collection.timezone, self.settings
+                snapshot, windows, self.collection.timezone, self.settings
             )
-            self.written[hotspot_id] = raw
         else:
             ledger = HotspotCoverage(
                 hotspot_id, self.file_windows[hotspot_id], self.collection.timezone, self.settings
@@ -236,19 +196,6 @@ class CoverageStage:
             log = self._logs[partition] = PendingLog(partition)
         return log
 
-    def _stored_visits(self, store: Mapping[bytes, bytes]) -> dict[str, list[list[Any]]]:
-        """Visit rows in the store by hot spot (read once after each rebalance)."""
-        if self._visit_rows is None:
-            self._visit_rows = {}
-            for key, raw in store.items():
-                if key[:1] == VISIT_KEY_PREFIX:
-                    hotspot_id, unit_id, enter_ms = orjson.loads(key[1:])
-                    unit_type, end_ms, is_open, marks = orjson.loads(raw)
-                    self._visit_rows.setdefault(hotspot_id, []).append(
-                        [unit_id, unit_type, enter_ms, end_ms, is_open, marks]
-                    )
-        return self._visit_rows
-
     def _windows(self, hotspot_id: str, assigned: Sequence[Window]) -> tuple[Window, ...]:
         windows = self.file_windows[hotspot_id]
         for window in assigned:
@@ -258,19 +205,16 @@ class CoverageStage:
     def forget(self) -> None:
         self.ledgers.clear()
         self.assigned.clear()
-        self.written.clear()
-        self._written_assigned.clear()
+        self.codec.forget()
         self.pending.clear()
         self._logs.clear()
-        self._visit_rows = None
-        self._rewrite.clear()
         self._wake_of.clear()
         self._wakes.clear()
         self._primed.clear()
         self._unwritten.clear()
         self._pending_unwritten = False
 
-    def take_writes(self, most: int | None = None) -> dict[bytes, tuple[int, bytes | None]]:
+    def take_writes(self, most: int | None = None) -> Writes:
         """The table writes that store what changed since the last call: table key ->
         (partition, encoded value, or None to delete). Hot spot headers and visits, each as it
         is now however many batches changed it since, and the pending updates (event mode).
@@ -280,13 +224,15 @@ class CoverageStage:
         The worker calls this when it flushes, and acks the records it processed before only
         once these writes are with the producer: the store then always holds the ledgers as of
         the committed offsets, and a restart reads on from there (README: Performance)."""
-        out: dict[bytes, tuple[int, bytes | None]] = {}
+        out: Writes = {}
         for hotspot_id in sorted(self._unwritten):
             if most is not None and len(out) >= most:
                 return out
             self._unwritten.discard(hotspot_id)
-            if hotspot_id in self.ledgers:
-                self._persist(hotspot_id, out)
+            ledger = self.ledgers.get(hotspot_id)
+            if ledger is not None:
+                partition = self.partition_of[hotspot_id]
+                self.codec.write(ledger, self.assigned[hotspot_id], partition, out)
         if self._pending_unwritten:
             self._pending_unwritten = False
             for partition, log in sorted(self._logs.items()):
@@ -298,37 +244,6 @@ class CoverageStage:
     def unwritten(self) -> bool:
         """Whether anything waits for :meth:`take_writes`."""
         return bool(self._unwritten) or self._pending_unwritten
-
-    def _persist(self, hotspot_id: str, out: dict[bytes, tuple[int, bytes | None]]) -> None:
-        """Write what changed: the hot spot's header (clock, fired alerts, assignments) under
-        its id, and each changed visit under its own key (pruned ones deleted). Nothing when
-        only the clock moved (see ``HotspotCoverage.has_unsaved_changes``). Pending updates are
-        written per partition (:meth:`take_writes`)."""
-        ledger = self.ledgers[hotspot_id]
-        if not ledger.has_unsaved_changes and hotspot_id not in self._rewrite:
-            return
-        self._rewrite.discard(hotspot_id)
-        header, changed, removed = ledger.take_visit_changes()
-        partition = self.partition_of[hotspot_id]
-        assigned = self.assigned[hotspot_id]
-        if header is not None or self._written_assigned.get(hotspot_id) != assigned:
-            encoded = compact_json(
-                {
-                    "ledger": header or ledger.to_dict(with_visits=False),
-                    "assigned": [window_to_obj(w) for w in assigned],
-                }
-            )
-            self._written_assigned[hotspot_id] = assigned
-            if self.written.get(hotspot_id) != encoded:
-                self.written[hotspot_id] = encoded
-                out[hotspot_id.encode()] = (partition, encoded)
-        for unit_id, unit_type, enter_ms, end_ms, is_open, marks in changed:
-            out[visit_key(hotspot_id, unit_id, enter_ms)] = (
-                partition,
-                compact_json([unit_type, end_ms, is_open, marks]),
-            )
-        for unit_id, enter_ms in removed:
-            out[visit_key(hotspot_id, unit_id, enter_ms)] = (partition, None)
 
     def _advance(self, hotspot_id: str, now_ms: int, out: CoverageOutput) -> None:
         self._emit(hotspot_id, self.ledgers[hotspot_id].advance(now_ms), out)
@@ -465,7 +380,7 @@ class CoverageStage:
             message: list[Any] = orjson.loads(record.value or b"null")
             kind = message[0]
             if kind == "clock":
-                first_ms = message[2] if len(message) > 2 else None
+                first_ms = message[2]
                 if first_ms is not None and (self.first_ms is None or first_ms < self.first_ms):
                     self.first_ms = first_ms
                 parts = self.clock_parts.setdefault(record.partition, {})
@@ -474,20 +389,19 @@ class CoverageStage:
                         parts[part] = ts_ms
                         clock_moved.add(record.partition)
                 continue
-            if kind == VISITS or kind == "visits" or kind == "updates":
-                by_spot = message[1] if kind == VISITS else grouped_updates(message)
-                for hotspot_id, updates in by_spot.items():
+            if kind == VISITS:
+                for hotspot_id, updates in message[1].items():
                     earlier = gathered.get(hotspot_id)
                     if earlier is None:
                         gathered[hotspot_id] = updates
                     else:
                         earlier += updates
                 continue
+            if kind != "assign":
+                raise ValueError(f"visit updates topic: unknown message kind {kind!r}")
             self._take_gathered(gathered, store, live_now_ms, touched)  # before what follows
             gathered = {}
-            # an assignment, or one update a record, as written before they were grouped
-            taken = message if kind == "assign" else coded_update(*message)
-            self._take((record.key or b"").decode(), [taken], store, live_now_ms, touched)
+            self._take((record.key or b"").decode(), [message], store, live_now_ms, touched)
         self._take_gathered(gathered, store, live_now_ms, touched)
 
         if live_now_ms is not None:

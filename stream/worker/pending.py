@@ -3,23 +3,20 @@ them.
 
 Updates arrive ahead of the watermark whenever one pings partition is read ahead of another (a
 replay fetches a few thousand records of a partition at a time), and wait until it passes them.
-They used to be stored in each hot spot's header, the whole list written again with every batch
-that added or used one: on the full-size bench load (1,000,000 pings, 10,000 units, fed in
-batches shaped like the worker's fetches) 455,000 header writes of about 760 B, 348 MB of
-changelog, more than the pings themselves. Per-hot-spot chunks, each written once and rewritten
-when the watermark took part of it, cut the bytes to 49 MB but made 762,000 records, and were
-slower: a record costs more than its bytes (README: Performance).
+Each coverage partition keeps one log of them, not each hot spot: a table record costs more
+than its bytes, and the log writes at most a record or two per partition and flush, however
+many hot spots have updates waiting.
 
-So each coverage partition keeps a log. When the stage's writes are taken (at the worker's
-flush, between batches), the partition's updates that are still pending and not yet written go
-into one chunk, stored with the partition's watermark at that moment: every update at or before
-it has been applied, since the stage's watermark never goes back and after each batch every hot
-spot with an update at or before it has been caught up. A restore takes the updates after the
-watermark of the latest chunk. A chunk whose updates are all applied gives its key to the next
-chunk, or is deleted. That is at most a record or two per partition and flush.
+When the stage's writes are taken (at the worker's flush, between batches), the partition's
+updates that are still pending and not yet written go into one chunk, stored with the
+partition's watermark at that moment: every update at or before it has been applied, since the
+stage's watermark never goes back and after each batch every hot spot with an update at or
+before it has been caught up. A restore takes the updates after the watermark of the latest
+chunk. A chunk whose updates are all applied gives its key to the next chunk, or is deleted.
 
 A chunk is stored as ``[seq, watermark_ms or null, [[hotspot_id, kind, unit_id, unit_type,
-ts_ms, enter_ms], ...]]`` under :func:`pending_key`; ``seq`` orders the chunks by arrival.
+ts_ms, enter_ms], ...]]`` under :func:`pending_key`, each update as :data:`Update` has it;
+``seq`` orders the chunks by arrival.
 """
 
 from __future__ import annotations
@@ -37,7 +34,7 @@ import orjson
 from stream.records import compact_json
 
 #: table keys of pending chunks start with a byte no hot spot id (a JSON string in the file)
-#: starts with, as visits' keys do (``coverage_stage.VISIT_KEY_PREFIX``)
+#: starts with, as visits' keys do (``coverage_codec.VISIT_KEY_PREFIX``)
 PENDING_KEY_PREFIX = b"\x01"
 
 #: ``[kind, unit_id, unit_type, ts_ms, enter_ms]``: as decoded (a list) or as kept (a tuple).
@@ -47,20 +44,18 @@ PENDING_KEY_PREFIX = b"\x01"
 Update = Sequence[Any]
 
 #: an update's kind as sent on the internal topic and kept: a small int, of which the
-#: interpreter holds one object for good, while every decoded kind or unit type string is a
-#: new 55 B object; a replay's batch decodes 200,000 updates at once (``hotspot bench``,
-#: memory), and the blocks they leave free stay the worker's
+#: interpreter holds one object for good, where every decoded string is a new object; a
+#: replay's batch decodes a great many updates at once, and the memory they leave free stays
+#: the worker's
 ENTER, INSIDE, EXIT = 0, 1, 2
 KIND_CODES = {"enter": ENTER, "inside": INSIDE, "exit": EXIT}
 
 
 def coded_update(
-    kind: str | int, unit_id: str, unit_type: str | None, ts_ms: int, enter_ms: int | None
+    kind: str, unit_id: str, unit_type: str | None, ts_ms: int, enter_ms: int | None
 ) -> tuple[Any, ...]:
-    """An update as sent and kept (:data:`Update`), from its kind's name (the presence stage's,
-    and as written before kinds were coded: still in the topic or the store after an upgrade)
-    or its code."""
-    code = KIND_CODES.get(kind, kind) if isinstance(kind, str) else kind
+    """An update as sent and kept (:data:`Update`), from the presence stage's kind name."""
+    code = KIND_CODES[kind]
     if code == INSIDE:
         return (INSIDE, unit_id, None, ts_ms, None)
     return (code, unit_id, unit_type, ts_ms, enter_ms if code == EXIT else None)
@@ -72,14 +67,11 @@ _entry_ts = itemgetter(4)
 
 def kept_updates(updates: Iterable[Update], after_ms: int | None = None) -> list[Update]:
     """Updates as kept until the watermark passes them: tuples, their unit type the
-    interpreter's one copy of each. A decoded update is a list and objects of its own; in
-    event mode updates wait for a slow pings partition, tens of thousands at once in a replay,
-    and the blocks they leave free were most of the worker's unused memory at 100,000 units
-    (``hotspot bench``, memory).
+    interpreter's one copy of each. A decoded update is a list and objects of its own, and in
+    event mode updates wait for a slow pings partition, tens of thousands at once in a replay.
 
     With ``after_ms``, only the updates after it: the others are applied before their batch
-    ends, so are left as they are (converting every update cost the coverage stage 6 % of its
-    instructions in process)."""
+    ends, so are left as they are (converting them too is work for nothing)."""
     intern = sys.intern
     return [
         u
@@ -127,7 +119,7 @@ class PendingLog:
             self._chunks.append(_Chunk(slot, seq, sorted(map(_entry_ts, entries))))
             for entry in entries:
                 if self.written_ms is None or _entry_ts(entry) > self.written_ms:
-                    self.restored.setdefault(entry[0], []).append(coded_update(*entry[1:]))
+                    self.restored.setdefault(entry[0], []).append(entry[1:])
         self.restored = {h: kept_updates(updates) for h, updates in self.restored.items()}
         self._next_seq = self._chunks[-1].seq + 1 if self._chunks else 0
         #: updates added since the last write, by hot spot, as added

@@ -67,6 +67,8 @@ class Settings:
     replication_factor: int = 1
     topics: TopicNames = field(default_factory=TopicNames)
     presence: PresenceSettings = field(default_factory=PresenceSettings)
+    #: its presence rules are always ``presence`` (made so in ``__post_init__``): coverage has
+    #: no exit grace of its own, it reads the presence rules' one
     coverage: CoverageSettings = field(default_factory=CoverageSettings)
     #: pings a presence batch takes at most (when that many are waiting): each batch costs a
     #: produce request, a message per coverage partition and Faust's handling of those, so a
@@ -87,6 +89,10 @@ class Settings:
     log_level: str = "warning"
     #: the work-arounds for the embedded broker (stream/broker/tansu.py), when it is Tansu
     broker_workarounds: bool = True
+
+    def __post_init__(self) -> None:
+        if self.coverage.presence != self.presence:
+            object.__setattr__(self, "coverage", replace(self.coverage, presence=self.presence))
 
     @property
     def bootstrap_servers(self) -> list[str]:
@@ -395,9 +401,7 @@ def coverage_from_env(
     presence: PresenceSettings, environ: Mapping[str, str] | None = None
 ) -> CoverageSettings:
     env = os.environ if environ is None else environ
-    return CoverageSettings(
-        exit_grace_s=presence.exit_grace_s, **_read_all(COVERAGE_OPTIONS, {}, env)
-    )
+    return CoverageSettings(presence=presence, **_read_all(COVERAGE_OPTIONS, {}, env))
 
 
 def check_other_settings(environ: Mapping[str, str]) -> None:

@@ -1,4 +1,5 @@
-"""The coverage ledger: contract §4 "Coverage", met, at_risk, gap, and issue 4 co_patrol."""
+"""The coverage ledger: coverage, met, at_risk, gap and co_patrol (docs/interface.md, Semantics:
+windows, coverage and alerts)."""
 
 from __future__ import annotations
 
@@ -457,11 +458,12 @@ def test_snapshot_is_plain_json_and_round_trips() -> None:
         max_size=40,
     )
 )
-def test_visit_changes_rebuild_the_ledger(steps: list[tuple[str, str, int]]) -> None:
-    """Keeping only what ``take_visit_changes`` hands out (the latest header, rows by key,
-    pruned ones deleted) always rebuilds the same ledger, whenever it is called: the header's
-    clock may be behind (it is not handed out again for the clock alone), and from the
-    current clock on both decide the same."""
+def test_changes_rebuild_the_ledger(steps: list[tuple[str, str, int]]) -> None:
+    """Keeping only what ``take_changes`` reports (the header, as ``to_dict`` without visits,
+    when it changed; rows by key; removed ones deleted) always rebuilds the same ledger,
+    whenever it is called: the header's clock may be behind (a clock alone is no change), and
+    from the current clock on both decide the same. A visit reported removed was reported
+    before."""
     cov = ledger(visit_retention_minutes=60)
     cov.advance(at("13:00"))
     stored: dict[tuple[str, int], list[Any]] = {}
@@ -469,8 +471,9 @@ def test_visit_changes_rebuild_the_ledger(steps: list[tuple[str, str, int]]) -> 
 
     def take() -> None:
         nonlocal header
-        latest, changed, removed = cov.take_visit_changes()
-        header = header if latest is None else latest
+        changed_header, changed, removed = cov.take_changes()
+        if changed_header:
+            header = cov.to_dict(with_visits=False)
         stored.update(((row[0], row[2]), row) for row in changed)
         for key in removed:
             del stored[key]
@@ -488,7 +491,8 @@ def test_visit_changes_rebuild_the_ledger(steps: list[tuple[str, str, int]]) -> 
         if number % 3 == 0:
             take()
     take()
-    assert cov.take_visit_changes() == (None, [], []), "an unchanged part is handed out again"
+    assert not cov.has_changes
+    assert cov.take_changes() == (False, [], []), "an unchanged part is reported again"
     rows = sorted(stored.values(), key=lambda r: (r[2], r[0]))
     rebuilt = HotspotCoverage.from_dict(
         {**header, "visits": rows}, [window()], LONDON, cov.settings

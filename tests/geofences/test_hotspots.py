@@ -1,4 +1,5 @@
-"""The hot spot file (contract §3): refusals name the feature and the problem; valid loads."""
+"""The hot spot file (docs/interface.md, The hot spot file): refusals name the feature and the
+problem; valid loads."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""HotSpotIndex against brute-force shapely (contract §4 "Inside"), and distances in metres."""
+"""HotSpotIndex against brute-force shapely (docs/interface.md, Semantics: inside and enter), and
+distances in metres."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""decode_ping / ping_from_obj against contract §2 "Ping" (valid values) and §4 "Valid ping"."""
+"""decode_ping / ping_from_obj against docs/interface.md, Messages: Ping (valid values) and
+Semantics: valid and usable pings."""
 
 from __future__ import annotations
 
@@ -228,7 +229,7 @@ def test_decode_ping_refuses_with_reason(value: bytes | None, reason: str) -> No
         decode_ping(value)
     message = str(caught.value)
     assert reason in message
-    assert "\n" not in message  # a DeadLetter's error is one line (§2)
+    assert "\n" not in message  # a DeadLetter's error is one line (Messages: DeadLetter)
     assert len(message) < 300
 
 
@@ -257,7 +258,8 @@ def test_ping_from_obj_refuses_with_reason(value: object, reason: str) -> None:
 
 def test_refusals_are_domain_errors_only() -> None:
     """Whatever the bytes, decode_ping either returns a Ping or raises InvalidPing (a crash here
-    would stop the worker instead of dead-lettering the value, §4 "Valid ping")."""
+    would stop the worker instead of dead-lettering the value: docs/interface.md, Semantics:
+    valid and usable pings)."""
     samples = [c[1] for c in REFUSED] + [c[1] for c in ACCEPTED]
     samples += [b"\x00", b"{}" * 10, b'{"unit_id": {}}', raw(ts="9999-12-31T23:59:59.999Z")]
     samples += [raw(ts="0001-01-01T00:00:00Z"), raw(ts="2026-11-22T14:03:05+25:00")]

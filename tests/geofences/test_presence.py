@@ -1,4 +1,5 @@
-"""The presence state machine against contract §4, from "Usable ping" to "Dwell".
+"""The presence state machine against docs/interface.md, Semantics, from "Valid and usable pings"
+to "Hot spot removed, unit types".
 
 Hot spots are real polygons in a real ``HotSpotIndex``: square A (150 m) near Leicester's clock
 tower, and square B overlapping A's eastern half. Positions are given in metres east/north of A's
@@ -762,7 +763,7 @@ def test_restored_state_behaves_the_same() -> None:
     assert summary(a.events) == [("exit", "A", 30.0, "left"), ("dwell", "A", 10.0, 30.0)]
 
 
-# --- the events on the wire (contract §2) ------------------------------------------------------
+# --- the events on the wire (docs/interface.md, Messages) --------------------------------------
 
 
 def test_event_json_fields_and_formats() -> None:
@@ -1062,8 +1063,8 @@ def check_visits(route: Route, events: Sequence[Event]) -> None:
 
 
 def reference_events(route: Route) -> dict[tuple[str, str], list[tuple[object, ...]]]:
-    """Contract §4 written out again, one (unit, hot spot) at a time, with shapely for "inside":
-    per stream, the events as (type, ts, reason, lat, lon, unit_type)."""
+    """The presence rules written out again, one (unit, hot spot) at a time, with shapely for
+    "inside": per stream, the events as (type, ts, reason, lat, lon, unit_type)."""
     out: dict[tuple[str, str], list[tuple[object, ...]]] = defaultdict(list)
     for hotspot in (A, B):
         last: dict[str, Ping] = {}  # last usable ping per unit
@@ -1169,8 +1170,9 @@ def test_random_walks_closed_by_the_clock(route: Route, later: int) -> None:
 def test_noticing_silence_by_clock_or_by_ping_gives_the_same_events(
     route: Route, rnd: random.Random
 ) -> None:
-    """Contract §4: which of the two notices the silence first changes only when the exit is
-    emitted, never what it says. The clock never reads later than the unit's next ping."""
+    """docs/interface.md, Semantics: exit: signal lost: which of the two notices the silence
+    first changes only when the exit is emitted, never what it says. The clock never reads
+    later than the unit's next ping."""
     ping_states, ping_only = run_walk(route)
     states: dict[str, UnitState] = {}
     with_clock: list[Event] = []

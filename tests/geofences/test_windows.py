@@ -1,4 +1,5 @@
-"""Window instances (contract §3 windows, §4 "Coverage of a window instance") and assignments."""
+"""Window instances (docs/interface.md, The hot spot file: windows, and Semantics: windows,
+coverage and alerts) and assignments."""
 
 from __future__ import annotations
 

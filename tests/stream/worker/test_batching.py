@@ -235,8 +235,9 @@ def test_with_the_event_clock_batches_change_only_when_signal_loss_is_noticed(
     walk: list[Step], sizes: list[int]
 ) -> None:
     """After each batch the event-time watermark expires silent units; with one ping per batch
-    it may notice a silence before the unit's next ping does. Contract §4: that changes only
-    when the exit is emitted, never what it says, so each unit's own sequence is the same.
+    it may notice a silence before the unit's next ping does. That changes only when the exit
+    is emitted, never what it says (docs/interface.md, Semantics: exit: signal lost), so each
+    unit's own sequence is the same.
     (A ping behind the watermark when it arrives may find its unit's visits already closed by
     the clock: that depends on timing by nature, so these walks have one clock.)"""
     records = records_of(walk, "global")

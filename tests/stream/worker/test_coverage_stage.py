@@ -11,6 +11,7 @@ import pytest
 
 from geofences.coverage import CoverageSettings
 from geofences.hotspots import HotSpot, HotSpotCollection, Window
+from geofences.presence import PresenceSettings
 from stream.records import Record, VisitUpdate
 from stream.worker import coverage_stage
 from stream.worker.coverage_stage import (
@@ -23,11 +24,11 @@ from stream.worker.pending import (
     ENTER,
     EXIT,
     INSIDE,
-    KIND_CODES,
     PENDING_KEY_PREFIX,
     PendingLog,
     stored_chunks,
 )
+from stream.worker.settings import Settings, coverage_from_env, presence_from_env
 
 DAILY = frozenset(range(7))
 T0 = 1_795_356_000_000  # 2026-11-22T14:00:00Z (London is on UTC)
@@ -71,15 +72,13 @@ def test_one_message_per_partition_keeping_each_hotspots_order() -> None:
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_grouped_old_and_single_updates_decide_the_same(seed: int) -> None:
+def test_grouped_and_single_updates_decide_the_same(seed: int) -> None:
     """Event clock, batches out of ts order (a presence batch holds several pings partitions'
-    pings): grouped messages, and the shapes a worker before an upgrade may have left in the
-    topic (grouped with kinds as strings, ``["visits", ...]``; the old ``["updates",
-    [[hotspot_id, kind, ...], ...]]``; one record per update) give the same alerts and
-    store."""
+    pings): a partition's updates grouped in one message, or each update in a message of its
+    own, give the same alerts and store."""
     rng = random.Random(seed)
     spots = spots_with((Window(DAILY, time(14), time(15), 10.0),), 6)
-    shapes = ("grouped", "named", "old", "single")
+    shapes = ("grouped", "single")
     stages = {name: CoverageStage(spots, CoverageSettings(), 2) for name in shapes}
     got: dict[str, list[Any]] = {name: [] for name in shapes}
     stores: dict[str, dict[bytes, bytes]] = {name: {} for name in shapes}
@@ -90,46 +89,28 @@ def test_grouped_old_and_single_updates_decide_the_same(seed: int) -> None:
         clocks = [r for r in records if orjson.loads(r.value)[0] == "clock"]
         given = {
             "grouped": records,
-            "named": [
-                r._replace(value=orjson.dumps(["visits", named_shape(r.value)]))
-                for r in records
-                if r not in clocks
-            ]
-            + clocks,
-            "old": [
-                r._replace(value=orjson.dumps(["updates", old_shape(r.value)]))
-                for r in records
-                if r not in clocks
-            ]
-            + clocks,
-            "single": [
-                Record("visits", 0, number, u.hotspot_id.encode(), u.encode()) for u in batch
-            ]
-            + clocks,
+            "single": single_records(stages["single"], batch, number) + clocks,
         }
         for name, stage in stages.items():
             out = stage.process(given[name], stores[name], None, range(2))
             apply_writes(stores[name], stage.take_writes())
             got[name] += [(a.alert_id, a.type, a.ts_ms) for a in out.decided]
-    assert got["grouped"] == got["named"] == got["old"] == got["single"]
+    assert got["grouped"] == got["single"]
     assert {t for _, t, _ in got["single"]} >= {"met"}
-    assert stores["grouped"] == stores["named"] == stores["old"] == stores["single"]
+    assert stores["grouped"] == stores["single"]
 
 
-def named_shape(raw: bytes | None) -> dict[str, list[list[Any]]]:
-    """A grouped message's updates with their kinds named, as written before they were coded."""
-    _, by_spot = orjson.loads(raw or b"null")
-    names = {code: name for name, code in KIND_CODES.items()}
-    return {h: [[names[u[0]], *u[1:]] for u in updates] for h, updates in by_spot.items()}
-
-
-def old_shape(raw: bytes | None) -> list[list[Any]]:
-    """A grouped message's updates in arrival order per hot spot, as the old shape had them."""
-    return [[h, *u] for h, updates in named_shape(raw).items() for u in updates]
+def single_records(stage: CoverageStage, updates: list[VisitUpdate], offset: int) -> list[Record]:
+    """Each update in a message of its own, in order."""
+    return [
+        Record("visits", p, offset, None, raw)
+        for u in updates
+        for p, raw in update_messages([u], stage.partition_of)
+    ]
 
 
 def test_batched_and_single_messages_decide_the_same_alerts() -> None:
-    """Live clock: the same updates as one message per partition or one record per update."""
+    """Live clock: the same updates as one message per partition or one message per update."""
     spots = collection(6)
     batched, single = (
         CoverageStage(spots, CoverageSettings(), 4),
@@ -140,18 +121,21 @@ def test_batched_and_single_messages_decide_the_same_alerts() -> None:
         Record("visits", p, i, None, raw)
         for i, (p, raw) in enumerate(update_messages(updates(), batched.partition_of))
     ]
-    single_records = [
-        Record("visits", single.partition_of[u.hotspot_id], i, u.hotspot_id.encode(), u.encode())
-        for i, u in enumerate(updates())
-    ]
     now = T0 + 12 * MIN
     out_batched = batched.process(batched_records, stored, now, range(4))
-    out_single = single.process(single_records, stored, now, range(4))
+    out_single = single.process(single_records(single, updates(), 0), stored, now, range(4))
     assert sorted(a.alert_id for a in out_batched.decided) == sorted(
         a.alert_id for a in out_single.decided
     )
     assert sorted(a.type for a in out_batched.decided) == ["met"] * 6
     assert batched.take_writes() == single.take_writes()
+
+
+def test_a_message_of_an_unknown_kind_is_refused() -> None:
+    stage = CoverageStage(collection(2), CoverageSettings(), 2)
+    record = Record("visits", 0, 0, b"HS-00", orjson.dumps(["updates", []]))
+    with pytest.raises(ValueError, match="unknown message kind 'updates'"):
+        stage.process([record], {}, T0, range(2))
 
 
 def apply_writes(store: dict[bytes, bytes], writes: dict[bytes, tuple[int, bytes | None]]) -> None:
@@ -389,34 +373,16 @@ def without_clocks(store: dict[bytes, bytes]) -> dict[bytes, Any]:
     return entries
 
 
-def as_written_before_chunks(store: dict[bytes, bytes]) -> dict[bytes, bytes]:
-    """The same state as the stage stored it before pending chunks: each hot spot's pending
-    updates in its header."""
-    legacy = {k: v for k, v in store.items() if k[:1] != PENDING_KEY_PREFIX}
-    pending: dict[str, list[Any]] = {}
-    for partition, chunks in stored_chunks(store.items()).items():
-        pending.update(PendingLog(partition, chunks).restored)
-    for key in [k for k in legacy if k[:1] != b"\x00"]:
-        header = orjson.loads(legacy[key])
-        header["pending"] = pending.get(key.decode(), [])
-        legacy[key] = orjson.dumps(header)
-    return legacy
-
-
 def pending_of(stage: CoverageStage) -> dict[str, list[Any]]:
     return {h: sorted(updates) for h, updates in stage.pending.items() if updates}
 
 
-@pytest.mark.parametrize("legacy", [False, True])
 @pytest.mark.parametrize("seed", range(4))
-def test_a_restart_in_event_time_with_updates_pending_decides_the_same(
-    seed: int, legacy: bool
-) -> None:
+def test_a_restart_in_event_time_with_updates_pending_decides_the_same(seed: int) -> None:
     """Event clock, one pings partition read ahead of the other (so updates wait for the
     watermark), and later a third one behind both: a stage restarted from what it wrote, at a
     random batch with updates pending, fires the same alerts at the same times as one that
-    never stopped, and ends with the same ledgers and pending updates. ``legacy``: restarted
-    from a store as written before pending chunks."""
+    never stopped, and ends with the same ledgers and pending updates."""
     rng = random.Random(seed)
     windows = (
         Window(DAILY, time(14), time(15), 10.0),
@@ -443,8 +409,6 @@ def test_a_restart_in_event_time_with_updates_pending_decides_the_same(
         if restart_at <= number and restarts == 0 and stored_chunks(store.items()):
             restarts += 1
             restarted = CoverageStage(spots, CoverageSettings(), 2)
-            if legacy:
-                store = as_written_before_chunks(store)
         for stage, s, alerts in ((steady, steady_store, want), (restarted, store, got)):
             out = stage.process(records, s, None, range(2))
             apply_writes(s, stage.take_writes())
@@ -630,3 +594,18 @@ def test_a_batch_taken_in_slices_decides_as_taken_whole(
     assert len(list(record_slices(records[:40], 200))) > 5
     assert got["sliced"] == got["whole"]
     assert {t for _, t, _ in got["whole"][0]} >= {"met"}
+
+
+def test_coverage_reads_the_one_exit_grace_of_the_presence_rules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gap waits the exit grace after a window's end: the presence rules' one, which the
+    worker's coverage settings cannot hold another value of."""
+    monkeypatch.setenv("HOTSPOT_EXIT_GRACE_S", "7.5")
+    presence = presence_from_env()
+    assert coverage_from_env(presence).grace_ms == presence.exit_grace_ms == 7500
+    settings = Settings(presence=presence)
+    assert settings.coverage.presence == presence and settings.coverage.grace_ms == 7500
+    other = Settings(presence=presence, coverage=CoverageSettings(co_patrol_minutes=9))
+    assert other.coverage.grace_ms == 7500 and other.coverage.co_patrol_minutes == 9
+    assert Settings().coverage.grace_ms == PresenceSettings().exit_grace_ms == 60_000

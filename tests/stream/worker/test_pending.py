@@ -112,19 +112,25 @@ def test_a_used_up_chunk_gives_its_key_to_the_next_or_is_deleted() -> None:
     ]
 
 
-def test_a_chunk_stored_before_kinds_were_coded_restores_coded() -> None:
-    """A chunk a worker wrote before the upgrade (kinds as strings, every field filled)."""
-    entries = [
-        ["HS-01", "enter", "U1", "police", 10, 10],
-        ["HS-01", "inside", "U1", "police", 20, 10],
-        ["HS-01", "exit", "U1", "police", 30, 10],
+def test_a_stored_chunk_restores_its_updates_as_kept() -> None:
+    """As written (kinds coded; an inside update without unit type or enter time), read back as
+    ``kept_updates`` holds them: tuples."""
+    log = PendingLog(PARTITION)
+    updates = [
+        [ENTER, "U1", "police", 10, None],
+        [INSIDE, "U1", None, 20, None],
+        [EXIT, "U1", "police", 30, 10],
     ]
-    raw = orjson.dumps([0, 5, entries])
-    log = PendingLog(PARTITION, [(0, raw)])
-    assert log.restored == {
+    log.add("HS-01", updates)
+    [(key, raw)] = log.changes(5)
+    assert key == pending_key(PARTITION, 0) and raw is not None
+    assert orjson.loads(raw) == [0, 5, [["HS-01", *u] for u in updates]]
+    restored = PendingLog(PARTITION, [(0, raw)]).restored
+    assert restored == {
         "HS-01": [
             (ENTER, "U1", "police", 10, None),
             (INSIDE, "U1", None, 20, None),
             (EXIT, "U1", "police", 30, 10),
         ]
     }
+    assert all(type(u) is tuple for u in restored["HS-01"])

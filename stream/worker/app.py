@@ -30,7 +30,12 @@ from stream.records import Consumed, Message, Outgoing, Record
 from stream.worker import memory, metrics
 from stream.worker.checkpoint import Changelog, Checkpoint
 from stream.worker.clock import CLOCKS, Clock, ClockParts
-from stream.worker.coverage_stage import CoverageOutput, CoverageStage, update_messages
+from stream.worker.coverage_stage import (
+    CoverageOutput,
+    CoverageStage,
+    record_slices,
+    update_messages,
+)
 from stream.worker.faust_internals import HotspotApp, read_in_bulk
 from stream.worker.intake import Batch, Intake, track
 from stream.worker.outbox import outbox_of
@@ -40,6 +45,12 @@ from stream.worker.settings import SESSION_TIMEOUT_S, Settings
 from stream.worker.topics import MAX_BATCH_BYTES, TopicPlan
 
 log = logging.getLogger("hotspot")
+
+#: the visit updates (in record bytes) the coverage agent applies before it lets the presence
+#: loop run: a batch gathers ``coverage_within_s`` of updates, and applied at once it held
+#: every ping that arrived meanwhile back for as long as it took; a batch boundary changes no
+#: decision (:meth:`CoverageStage.process`)
+YIELD_BYTES = 64 * 1024
 
 RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 
@@ -286,13 +297,15 @@ class Processor:
             # Not during a checkpoint's writes: what it writes is then exactly what the records
             # it acks changed, and a batch's records are held only once its alerts are sent.
             async with self.checkpoint.lock:
-                out = self.coverage.process(
-                    records,
-                    store,
-                    self.clock.coverage_now_ms(),
-                    self.ownership.coverage_partitions(),
-                )
-                await self.publish_coverage(out)
+                now_ms = self.clock.coverage_now_ms()
+                owned = self.ownership.coverage_partitions()
+                parts = list(record_slices(records, YIELD_BYTES))
+                for i, part in enumerate(parts):
+                    last = i == len(parts) - 1
+                    out = self.coverage.process(part, store, now_ms, owned, decide=last)
+                    await self.publish_coverage(out)
+                    if not last:
+                        await asyncio.sleep(0)  # the presence loop's turn
                 self.checkpoint.hold_messages([event.message for event in events])
 
     async def _assignments_agent(self, stream: faust.StreamT[Any]) -> None:

@@ -154,6 +154,8 @@ class CoverageStage:
         #: updates may have (event mode)
         self._unwritten: set[str] = set()
         self._pending_unwritten = False
+        #: live mode: hot spots a batch applied in parts has touched, decided with its last part
+        self._undecided: set[str] = set()
 
     # -- state ------------------------------------------------------------------------------
 
@@ -213,6 +215,7 @@ class CoverageStage:
         self._primed.clear()
         self._unwritten.clear()
         self._pending_unwritten = False
+        self._undecided.clear()
 
     def take_writes(self, most: int | None = None) -> Writes:
         """The table writes that store what changed since the last call: table key ->
@@ -350,16 +353,24 @@ class CoverageStage:
         store: Mapping[bytes, bytes],
         live_now_ms: int | None,
         owned: Collection[int],
+        decide: bool = True,
     ) -> CoverageOutput:
         """Apply a batch of internal records, then decide alerts at the clock.
 
         ``live_now_ms`` is the wall clock in live mode, ``None`` in event mode (the watermark
         then comes from the clock records). The records are taken in runs of at most
-        :data:`SLICE_BYTES`, each applied and its alerts decided before the next is decoded:
-        a batch boundary changes no decision (``_catch_up``)."""
+        :data:`SLICE_BYTES`, each applied before the next is decoded. In event mode each run's
+        alerts are decided by the watermark as it goes: a batch boundary changes no decision
+        (``_catch_up``). In live mode the hot spots the batch touched are decided at
+        ``live_now_ms`` once all of it is applied; with ``decide`` False they wait for the next
+        call that decides, so a batch applied in parts decides as one."""
         out = CoverageOutput()
-        for records_slice in record_slices(records, SLICE_BYTES):
-            self._process_slice(records_slice, store, live_now_ms, owned, out)
+        slices = list(record_slices(records, SLICE_BYTES))
+        for i, records_slice in enumerate(slices):
+            last = decide and i == len(slices) - 1
+            self._process_slice(records_slice, store, live_now_ms, owned, out, last)
+        if decide and not slices:
+            self._process_slice((), store, live_now_ms, owned, out, True)
         return out
 
     def _process_slice(
@@ -369,6 +380,7 @@ class CoverageStage:
         live_now_ms: int | None,
         owned: Collection[int],
         out: CoverageOutput,
+        decide: bool = True,
     ) -> None:
         touched: set[str] = set()
         clock_moved: set[int] = set()
@@ -405,8 +417,11 @@ class CoverageStage:
         self._take_gathered(gathered, store, live_now_ms, touched)
 
         if live_now_ms is not None:
-            for hotspot_id in sorted(touched):
-                self._advance(hotspot_id, live_now_ms, out)
+            self._undecided |= touched
+            if decide:
+                for hotspot_id in sorted(self._undecided):
+                    self._advance(hotspot_id, live_now_ms, out)
+                self._undecided.clear()
         else:
             due = touched | self._due(clock_moved & set(owned))
             watermarks = self._watermarks_now()

@@ -609,3 +609,36 @@ def test_coverage_reads_the_one_exit_grace_of_the_presence_rules(
     other = Settings(presence=presence, coverage=CoverageSettings(co_patrol_minutes=9))
     assert other.coverage.grace_ms == 7500 and other.coverage.co_patrol_minutes == 9
     assert Settings().coverage.grace_ms == PresenceSettings().exit_grace_ms == 60_000
+
+
+def test_live_a_batch_applied_in_parts_decides_as_one() -> None:
+    """Live clock: the coverage agent applies a batch in parts, letting the presence loop run
+    in between; the hot spots are decided once, at the batch's clock, after the last part. A
+    part decided on its own would see the hot spot after one unit left and before the next
+    one's enter (short, nobody there) and raise an ``at_risk`` the whole batch does not."""
+    spots = collection(1)
+    left = [
+        VisitUpdate("enter", "HS-00", "U0", "police", T0 + 40 * MIN, T0 + 40 * MIN),
+        VisitUpdate("exit", "HS-00", "U0", "police", T0 + 41 * MIN, T0 + 40 * MIN),
+    ]
+    arrived = [VisitUpdate("enter", "HS-00", "U1", "police", T0 + 50 * MIN, T0 + 50 * MIN)]
+    now = T0 + 50 * MIN + 10_000  # ten minutes left of a window owing ten, one done
+
+    def run(split: str) -> list[tuple[str, str]]:
+        stage = CoverageStage(spots, CoverageSettings(), 1)
+        store: dict[bytes, bytes] = {}
+        first, second = (
+            [Record("visits", 0, n, None, raw) for _, raw in update_messages(u, stage.partition_of)]
+            for n, u in enumerate((left, arrived))
+        )
+        if split == "whole":
+            outs = [stage.process(first + second, store, now, range(1))]
+        else:
+            outs = [
+                stage.process(first, store, now, range(1), decide=split == "each part decides"),
+                stage.process(second, store, now, range(1)),
+            ]
+        return sorted((a.type, a.hotspot_id) for out in outs for a in out.decided)
+
+    assert run("parts") == run("whole") == []
+    assert run("each part decides") == [("at_risk", "HS-00")]  # what deciding early would do

@@ -166,7 +166,9 @@ class Processor:
             app,
             self.outbox,
             (
-                Changelog(self.stage, self.table, keep=False),  # the stage holds the states
+                Changelog(
+                    self.stage, self.table, keep=False, snapshot=True
+                ),  # the stage holds them
                 Changelog(self.coverage, self.coverage_table, keep=True),  # read at rebalance
             ),
             asyncio.Lock(),

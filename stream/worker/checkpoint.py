@@ -13,9 +13,15 @@ A crash before (4) replays those records from the last commit, to the same state
 and alerts. A delivery that fails stops the commit and raises :class:`DeliveryFailed`; the
 worker stops with it.
 
-Steps 3 and 4 go on in the background, so the presence loop does not wait for the broker's
-answers; the next checkpoint runs them in order after the previous one's, and a hand-over or
-shutdown waits for all of them (:meth:`Checkpoint.run` with ``wait``).
+The presence loop only takes the checkpoint: the batches it processed and a snapshot of the
+unit states they changed (states are replaced, never changed in place, so the snapshot is the
+states as of those batches however the stage goes on). Everything else goes on in a task of
+its own, so the live path does not wait for encoding, writing or the broker's answers: the
+unit states are encoded and sent in slices with the event loop's other work in between, then
+the coverage ledgers (under :attr:`Checkpoint.lock`, which the coverage agent holds around each
+batch, so they are written exactly as the coverage records acked with them left them), then
+steps 3 and 4. Checkpoints write in the order they were taken and commit in that order; a
+hand-over or shutdown waits for all of them (:meth:`Checkpoint.run` with ``wait``).
 """
 
 from __future__ import annotations
@@ -46,14 +52,27 @@ class Writer(Protocol):
     def take_writes(self, most: int | None = None) -> Mapping[bytes, tuple[int, bytes | None]]: ...
 
 
+class SnapshotWriter(Writer, Protocol):
+    """A stage whose changed entries can be taken at once and encoded later."""
+
+    def take_snapshot(self) -> Sequence[Any]: ...
+
+    def encode_writes(
+        self, snapshot: Sequence[Any]
+    ) -> Mapping[bytes, tuple[int, bytes | None]]: ...
+
+
 @dataclass(frozen=True)
 class Changelog:
     """A stage and the table its changes are written to. With ``keep`` False the table keeps
-    nothing in memory (the stage holds the state; the changelog gets it)."""
+    nothing in memory (the stage holds the state; the changelog gets it). With ``snapshot``
+    the stage is a :class:`SnapshotWriter`: its changes are taken when the checkpoint is, and
+    encoded while the worker goes on; otherwise under the checkpoint's lock."""
 
     stage: Writer
     table: Any
     keep: bool
+    snapshot: bool = False
 
 
 def table_writes(
@@ -105,6 +124,8 @@ class Checkpoint:
         self._batches: list[Batch] = []
         self._messages: list[Any] = []
         self._committing: asyncio.Future[None] | None = None
+        #: the latest checkpoint's writing (steps 1-2): the next one writes after it
+        self._writing: asyncio.Future[Any] | None = None
 
     def hold(self, batches: Sequence[Batch]) -> None:
         """Processed pings batches, to be acked at the next checkpoint."""
@@ -132,31 +153,56 @@ class Checkpoint:
     async def run(self, wait: bool = False) -> None:
         """Take a checkpoint; with ``wait``, return once it and every earlier one committed."""
         self.check()
+        self.taken_at = time.monotonic()
+        batches, self._batches = self._batches, []
+        snapshots = [
+            (changelog, changelog.stage.take_snapshot())  # type: ignore[attr-defined]
+            for changelog in self.changelogs
+            if changelog.snapshot
+        ]
+        self._writing = asyncio.ensure_future(self._write(self._writing, snapshots))
+        self._committing = asyncio.ensure_future(
+            self._commit(self._committing, self._writing, batches)
+        )
+        if wait:
+            await self._committing
+
+    async def _write(
+        self, previous: asyncio.Future[Any] | None, snapshots: Sequence[tuple[Changelog, Any]]
+    ) -> list[Any]:
+        """Steps 1-2: the snapshots, then (under the lock) the other stages' changes; returns
+        the coverage messages acked with them and every delivery to wait for."""
+        if previous is not None:
+            await previous
+        for changelog, snapshot in snapshots:
+            stage = changelog.stage
+            for start in range(0, len(snapshot), FLUSH_SLICE):
+                writes = stage.encode_writes(snapshot[start : start + FLUSH_SLICE])  # type: ignore[attr-defined]
+                await self.outbox.send(
+                    table_writes(changelog.table, writes.items(), changelog.keep)
+                )
+                await asyncio.sleep(0)
         async with self.lock:
-            self.taken_at = time.monotonic()
-            batches, self._batches = self._batches, []
             messages, self._messages = self._messages, []
             for changelog in self.changelogs:
+                if changelog.snapshot:
+                    continue
                 stage = changelog.stage
                 while stage.unwritten:
                     writes = stage.take_writes(FLUSH_SLICE)
                     await self.outbox.send(
                         table_writes(changelog.table, writes.items(), changelog.keep)
                     )
-            deliveries = self.outbox.take_deliveries()
-            self._committing = asyncio.ensure_future(
-                self._commit(self._committing, deliveries, batches, messages)
-            )
-        if wait:
-            await self._committing
+            return [messages, self.outbox.take_deliveries()]
 
     async def _commit(
         self,
         previous: asyncio.Future[None] | None,
-        deliveries: Sequence[asyncio.Future[Any]],
+        writing: asyncio.Future[Any],
         batches: list[Batch],
-        messages: list[Any],
     ) -> None:
+        """Steps 3-4, after the previous checkpoint's."""
+        messages, deliveries = await writing
         if previous is not None:
             await previous
         await confirm(deliveries)

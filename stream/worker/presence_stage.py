@@ -336,6 +336,24 @@ class PresenceStage:
             writes[unit_id.encode()] = (partition, encode_state(states[unit_id], partition))
         return writes
 
+    def take_snapshot(self) -> list[tuple[str, int, UnitState]]:
+        """Every unit whose state is due to be written, with its state now; none is due after.
+        A state is replaced, never changed in place, so :meth:`encode_writes` may encode the
+        snapshot later while the stage goes on (a unit it changes meanwhile is due again)."""
+        unwritten, self._unwritten = self._unwritten, {}
+        states = self.states
+        return [(unit_id, partition, states[unit_id]) for unit_id, partition in unwritten.items()]
+
+    @staticmethod
+    def encode_writes(
+        snapshot: Sequence[tuple[str, int, UnitState]],
+    ) -> dict[bytes, tuple[int, bytes | None]]:
+        """A snapshot's changelog writes: unit key -> (partition, encoded state)."""
+        return {
+            unit_id.encode(): (partition, encode_state(state, partition))
+            for unit_id, partition, state in snapshot
+        }
+
     @property
     def unwritten(self) -> int:
         """How many units have a state waiting for :meth:`take_writes`."""

@@ -110,8 +110,8 @@ def test_records_are_acked_once_everything_sent_is_delivered(
 ) -> None:
     async def steps(checkpoint: Checkpoint, producer: Producer, consumer: Any, batch: Batch) -> Any:
         await checkpoint.run()  # the presence loop goes on meanwhile
+        await asyncio.sleep(0.01)  # the checkpoint writes in the background
         written = [(topic, b.records) for topic, _, b, _ in producer.sent]
-        await asyncio.sleep(0.01)
         acked_before = batch.acked
         producer.settle()
         await checkpoint.run(wait=True)
@@ -132,6 +132,7 @@ def test_a_failed_delivery_stops_the_commit_and_is_raised(
 ) -> None:
     async def steps(checkpoint: Checkpoint, producer: Producer, consumer: Any, batch: Batch) -> Any:
         await checkpoint.run()
+        await asyncio.sleep(0.01)
         producer.settle(fail_topic="geofence-events")
         with pytest.raises(DeliveryFailed, match="no answer"):
             await checkpoint.run(wait=True)
@@ -147,6 +148,7 @@ def test_a_failure_found_in_the_background_is_raised_by_the_next_check(
 ) -> None:
     async def steps(checkpoint: Checkpoint, producer: Producer, consumer: Any, batch: Batch) -> Any:
         await checkpoint.run()
+        await asyncio.sleep(0.01)
         checkpoint.check()  # nothing known yet
         producer.settle(fail_topic="presence-changelog")
         await asyncio.sleep(0.01)
@@ -155,3 +157,56 @@ def test_a_failure_found_in_the_background_is_raised_by_the_next_check(
         return batch.acked
 
     assert scenario(monkeypatch, steps) is False
+
+
+class SnapshotStage(Stage):
+    """A stage whose states are taken at the checkpoint and encoded later (the presence
+    stage's way): what it holds may change meanwhile."""
+
+    def __init__(self, states: dict[str, bytes]) -> None:
+        super().__init__({})
+        self.states = states
+        self.due = set(states)
+
+    @property
+    def unwritten(self) -> int:
+        return len(self.due)
+
+    def take_snapshot(self) -> list[tuple[str, int, bytes]]:
+        due, self.due = self.due, set()
+        return [(unit, 0, self.states[unit]) for unit in sorted(due)]
+
+    @staticmethod
+    def encode_writes(snapshot: Any) -> dict[bytes, tuple[int, bytes | None]]:
+        return {unit.encode(): (partition, state) for unit, partition, state in snapshot}
+
+
+def test_states_are_written_as_they_were_when_the_checkpoint_was_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The presence loop goes on after taking a checkpoint: a unit it changes meanwhile is
+    written as it was then, and again, as it is, by the next checkpoint, after the first's
+    writes (the changelog's last word is the newest state)."""
+    producer = Producer()
+    monkeypatch.setattr(outbox_module, "kafka_producer", lambda app: producer)
+
+    async def run() -> list[tuple[bytes | None, bytes | None]]:
+        app = HotspotApp("checkpoint-test", broker="kafka://127.0.0.1:9")
+        app.intake = Intake({"pings"}, max_buffered=100)
+        table = SimpleNamespace(
+            data={}, changelog_topic=SimpleNamespace(get_topic_name=lambda: "presence-changelog")
+        )
+        stage = SnapshotStage({"U1": b"v1", "U2": b"v1"})
+        checkpoint = Checkpoint(
+            app, Outbox(app), [Changelog(stage, table, keep=False, snapshot=True)], asyncio.Lock()
+        )
+        await checkpoint.run()
+        stage.states["U1"] = b"v2"  # a batch processed before the writes went out
+        stage.due.add("U1")
+        await checkpoint.run()
+        await asyncio.sleep(0.01)
+        producer.settle()
+        await checkpoint.run(wait=True)
+        return [record for topic, _, b, _ in producer.sent for record in b.records]
+
+    assert asyncio.run(run()) == [(b"U1", b"v1"), (b"U2", b"v1"), (b"U1", b"v2")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import logging.config
@@ -11,6 +12,8 @@ import orjson
 import pytest
 
 from stream import logs
+from stream.broker.embedded import EmbeddedBroker, free_port
+from stream.kafka import broker_answers
 
 
 class FakeClock:
@@ -141,3 +144,9 @@ def test_the_dict_config_installs_the_same_handler() -> None:
 def test_an_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="text, json"):
         logs.handler("xml")
+
+
+@pytest.mark.integration
+def test_a_probe_tells_whether_the_broker_answers(broker: EmbeddedBroker) -> None:
+    assert asyncio.run(broker_answers(broker.url))
+    assert not asyncio.run(broker_answers(f"kafka://127.0.0.1:{free_port()}", timeout_s=1.0))

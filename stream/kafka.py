@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
@@ -65,6 +66,20 @@ async def ensure_topic(url: str, topic: str, partitions: int, replication_factor
         await close_quietly(admin)
 
 
-async def close_quietly(admin: AIOKafkaAdminClient) -> None:
+async def broker_answers(url: str, timeout_s: float = 2.0) -> bool:
+    """Whether the broker at ``url`` answers a metadata request within ``timeout_s``."""
+    client = AIOKafkaClient(
+        bootstrap_servers=bootstrap_servers(url), request_timeout_ms=int(timeout_s * 1000)
+    )
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout_s)
+        return True
+    except (TimeoutError, KafkaError, OSError):
+        return False
+    finally:
+        await close_quietly(client)
+
+
+async def close_quietly(admin: AIOKafkaAdminClient | AIOKafkaClient) -> None:
     with contextlib.suppress(Exception):
         await admin.close()

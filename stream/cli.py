@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -15,6 +14,7 @@ from typing import Any
 
 from geofences.errors import HotSpotFileError
 from geofences.hotspots import HotSpotCollection, demo_hotspots_path, load_hotspots
+from stream import logs
 from stream.worker.settings import (
     WORKER_OPTIONS,
     Option,
@@ -90,8 +90,10 @@ def run_worker(settings: Settings) -> int:
             f"invalid hot spot file {settings.geofences}: {exc.problems[0]}"
             + (f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else "")
         )
+    logs.configure(settings.log_level, settings.log_format)
     try:
-        info = asyncio.run(prepare_broker(settings))
+        with logs.quiet_clients():  # the reason is the one line said below
+            info = asyncio.run(prepare_broker(settings))
     except BrokerUnreachable as exc:
         return _die(str(exc))
     if tansu.is_tansu(info.cluster_id) and settings.broker_workarounds:
@@ -106,7 +108,11 @@ def run_worker(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     processor = Processor(settings, collection, info.partitions)
     worker = faust.Worker(
-        processor.app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False
+        processor.app,
+        loglevel=settings.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+        logging_config=logs.dict_config(settings.log_level, settings.log_format),
     )
     # Faust's terminal spinner sets the root logger to DEBUG so that every log line turns it:
     # aiokafka and Faust would then build a LogRecord per message sent.
@@ -300,9 +306,8 @@ NAME exits 2.""",
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    fmt = os.environ.get("HOTSPOT_LOG_FORMAT", "text")
+    logs.configure("warning", fmt if fmt in logs.LOG_FORMATS else "text")
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -9,11 +9,12 @@ is back (:meth:`BrokerLink.back`, called by whoever sees it answer again), sayin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -151,6 +152,21 @@ def configure(level: str | int = "warning", fmt: str = "text") -> None:
     root.handlers.clear()
     root.addHandler(handler(fmt))
     root.setLevel(level.upper() if isinstance(level, str) else level)
+
+
+@contextlib.contextmanager
+def quiet_clients() -> Iterator[None]:
+    """Silence the client libraries' own logging for a while: where the caller says in one
+    line what went wrong (reaching the broker at start-up)."""
+    loggers = [logging.getLogger(name) for name in CLIENT_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def dict_config(level: str | int = "warning", fmt: str = "text") -> dict[str, Any]:

@@ -22,10 +22,12 @@ import faust
 
 from geofences.hotspots import HotSpotCollection
 from geofences.index import HotSpotIndex
+from stream import logs
 from stream.alerts.webhooks import WebhookDispatcher, endpoints_from_env
 from stream.control_room.access import Access
 from stream.control_room.feed import Feed, read_outputs
 from stream.control_room.server import ControlRoom
+from stream.kafka import broker_answers
 from stream.records import Consumed, Message, Outgoing, Record
 from stream.worker import memory, metrics
 from stream.worker.checkpoint import Changelog, Checkpoint
@@ -45,6 +47,9 @@ from stream.worker.settings import SESSION_TIMEOUT_S, Settings
 from stream.worker.topics import MAX_BATCH_BYTES, TopicPlan
 
 log = logging.getLogger("hotspot")
+
+#: how often a worker that lost its broker asks whether it is back
+BROKER_PROBE_S = 2.0
 
 #: the visit updates (in record bytes) the coverage agent applies before it lets the presence
 #: loop run: a batch gathers ``coverage_within_s`` of updates, and applied at once it held
@@ -193,6 +198,7 @@ class Processor:
         )
         app.timer(s.tick_interval_s, name="clock")(self._on_tick)
         app.timer(memory.RELEASE_INTERVAL_S, name="release-memory")(self._release_memory)
+        app.timer(BROKER_PROBE_S, name="broker-link")(self._watch_broker)
         if self.webhooks is not None:
             app.task(self.webhooks.serve)
         app.monitor = metrics.faust_monitor()
@@ -354,6 +360,11 @@ class Processor:
             )
         )
         metrics.record(out)
+
+    async def _watch_broker(self) -> None:
+        """While the logs say the broker is lost, ask it; once it answers, say it is back."""
+        if logs.broker_link.lost and await broker_answers(self.settings.broker):
+            logs.broker_link.back()
 
     async def _release_memory(self) -> None:
         memory.release_free_memory()

@@ -87,6 +87,8 @@ class Settings:
     #: the consumer group session timeout; None: by broker (:func:`resolve_session_timeout`)
     session_timeout_s: float | None = None
     log_level: str = "warning"
+    #: ``text`` or ``json`` (one object a line)
+    log_format: str = "text"
     #: the work-arounds for the embedded broker (stream/broker/tansu.py), when it is Tansu
     broker_workarounds: bool = True
 
@@ -339,6 +341,7 @@ WORKER_OPTIONS: dict[str, Option] = {
 
 #: the worker's settings read from the environment only, by Settings field
 ENV_OPTIONS: dict[str, Option] = {
+    "log_format": Option("HOTSPOT_LOG_FORMAT", _DEFAULT.log_format, one_of("text", "json")),
     "tile_attribution": Option("HOTSPOT_TILE_ATTRIBUTION", "", text),
     "replication_factor": Option(
         "HOTSPOT_REPLICATION_FACTOR", str(_DEFAULT.replication_factor), count

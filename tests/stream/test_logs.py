@@ -7,6 +7,7 @@ import io
 import logging
 import logging.config
 import sys
+from typing import Any
 
 import orjson
 import pytest
@@ -150,3 +151,16 @@ def test_an_unknown_format_is_refused() -> None:
 def test_a_probe_tells_whether_the_broker_answers(broker: EmbeddedBroker) -> None:
     assert asyncio.run(broker_answers(broker.url))
     assert not asyncio.run(broker_answers(f"kafka://127.0.0.1:{free_port()}", timeout_s=1.0))
+
+
+@pytest.mark.integration
+def test_a_worker_that_cannot_reach_its_broker_says_so_in_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from stream import cli
+
+    monkeypatch.setenv("HOTSPOT_DATA_DIR", str(tmp_path))
+    code = cli.main(["worker", "--broker", f"kafka://127.0.0.1:{free_port()}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1 and err[0].startswith("hotspot: cannot reach the broker at kafka://"), err

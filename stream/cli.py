@@ -1,4 +1,4 @@
-"""The ``hotspot`` command line (contract §1)."""
+"""The ``hotspot`` command line (docs/interface.md, Command line)."""
 
 from __future__ import annotations
 

@@ -87,6 +87,6 @@ def dead_letter(record: Consumed, error: str) -> bytes:
 def compact_json(obj: Any) -> bytes:
     """``orjson.dumps`` for a value that outlives the call (kept in a table, or held with its
     batch until the producer has it): orjson's result keeps its 4 KiB output buffer, so a
-    kept value gets a right-sized copy (a unit state is ~130 B: 30x less; thousands of event
-    payloads at 4 KiB each were most of the worker's transient memory, ``hotspot bench``)."""
+    kept value gets a right-sized copy: thousands of event payloads at 4 KiB each would be
+    most of the worker's transient memory."""
     return bytes(memoryview(orjson.dumps(obj)))

@@ -1,5 +1,5 @@
-"""The worker's clock: what time signal loss and coverage are decided at (contract §1,
-``--clock``).
+"""The worker's clock: what time signal loss and coverage are decided at (docs/interface.md,
+The clock: ``--clock``).
 
 :class:`LiveClock` reads the wall clock: a timer expires silent units and moves every owned
 hot spot's coverage on, pings or no pings. :class:`EventClock` reads the pings' own
@@ -179,7 +179,7 @@ class EventClock:
         """Whether the watermark may move: not while a pings partition this worker reads holds
         records it has not delivered yet.
 
-        The contract's watermark is over partitions "that have delivered a ping"; when a
+        The watermark is over partitions "that have delivered a ping"; when a
         recorded day is replayed, the consumer may hand over one partition's records before
         another's, and the watermark would run ahead of pings that are merely not read yet. A
         partition that has delivered counts by its largest ts; one that has not holds the

@@ -224,9 +224,9 @@ class CoverageStage:
         With ``most``, whole hot spots until there are at least ``most`` writes, the pending
         updates once no hot spot is left (:attr:`unwritten` says whether any is).
 
-        The worker calls this when it flushes, and acks the records it processed before only
-        once these writes are with the producer: the store then always holds the ledgers as of
-        the committed offsets, and a restart reads on from there (README: Performance)."""
+        A checkpoint acks the records processed before only once these writes are acknowledged:
+        the store then always holds the ledgers as of the committed offsets, and a restart
+        reads on from there."""
         out: Writes = {}
         for hotspot_id in sorted(self._unwritten):
             if most is not None and len(out) >= most:

@@ -1,9 +1,9 @@
 """Signal-loss deadlines of the units of one partition, filed by the second they fall in.
 
 The presence stage asks after each batch which units' deadlines passed; looking at every unit
-would cost as much as the batch. A heap of ``(deadline, unit)`` tuples answers that at about
-100 B a unit (the tuple and its int); here a unit costs a slot in its second's list, and the
-heap holds one int per second (issue 3: memory per tracked unit).
+would cost as much as the batch. A heap of ``(deadline, unit)`` tuples would answer that with
+a tuple and an int a unit; here a unit costs a slot in its second's list, and the heap holds
+one int per second: memory per tracked unit is what limits a worker.
 
 Entries may be stale: a unit's deadline moves later with every ping, and its entry is not
 moved; when the entry comes due the caller says what the deadline is now, and the unit is filed

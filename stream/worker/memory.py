@@ -4,11 +4,9 @@ Kafka fetches and produced batches (hundreds of KiB each), event payloads and th
 are allocated with ``malloc``, not Python's small-object allocator. glibc serves a request above
 its mmap threshold (128 KiB) with its own mapping, but raises that threshold to the size of each
 such block freed, up to 32 MiB; from then on the fetch buffers come from the heap, which glibc
-shrinks only from its top, and it fills with free pages. With 100,000 units that was 50-60 MB of
-a 360 MB worker (``hotspot bench``, worker RSS; glibc's ``mallinfo2``). Setting the threshold
-fixes it (glibc then stops adjusting it): RSS 342 -> 298 MB for the same load, idle 106 -> 87
-MB. What still frees in the middle of the heap is released by ``malloc_trim(0)`` every few
-seconds (about 8 ms for a 150 MB heap).
+shrinks only from its top, and it fills with free pages. Setting the threshold fixes it (glibc
+then stops adjusting it); what still frees in the middle of the heap is released by
+``malloc_trim(0)`` every few seconds. docs/performance.md has what both saved.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def group_matches(
     """Turn the index's (point, hot spot) pairs into the hot spot ids each point is inside.
 
     ``one_of[h]`` is the tuple of hot spot ``h``'s id alone: most points are inside none or
-    one, and share the empty tuple or that one (a frozenset a point cost 7x as much)."""
+    one, and share the empty tuple or that one (cheaper than a set a point)."""
     result: list[tuple[str, ...]] = [()] * count
     for point, h in zip(point_idx.tolist(), hotspot_idx.tolist(), strict=True):
         inside = result[point]
@@ -293,7 +293,7 @@ class PresenceStage:
         otherwise once the stored ``last_ms`` is ``checkpoint_ms`` of event time behind. A
         restored state of a unit without visits may thus be up to ``checkpoint_ms`` old; its
         pings since then are either redelivered (and replayed to the same result) or only move
-        ``last_ms``, which decides nothing but whether a late ping is late (README: Performance).
+        ``last_ms``, which decides nothing but whether a late ping is late.
         """
         moved = self._remember(unit_id, state, partition)
         if moved or state.visits or events or type_changed or self._stale(unit_id, state):
@@ -324,9 +324,9 @@ class PresenceStage:
         state), each unit's latest state once however many pings changed it since; at most
         ``most`` of them (the rest stay due).
 
-        The worker calls this when it flushes, and acks the records it processed before only
-        once these writes are with the producer: a crash before then loses nothing, since those
-        records are read again from the last commit (README: Performance, "state flushes")."""
+        A checkpoint acks the records processed before only once these writes are acknowledged:
+        a crash before then loses nothing, since those records are read again from the last
+        commit."""
         states = self.states
         unwritten = self._unwritten
         units = list(unwritten) if most is None else list(itertools.islice(unwritten, most))

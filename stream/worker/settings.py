@@ -1,4 +1,5 @@
-"""Worker settings: contract §1 options, each also settable by its environment variable.
+"""Worker settings: the options of docs/interface.md, each also settable by its environment
+variable.
 
 Every setting the worker reads from its options or the environment is parsed here, once, when
 it starts: :func:`worker_settings` gives the :class:`Settings`, or raises :class:`SettingError`
@@ -32,7 +33,7 @@ class SettingError(ValueError):
 
 @dataclass(frozen=True)
 class TopicNames:
-    """Every topic of contract §2, by its role; names are configurable."""
+    """Every topic of docs/interface.md (Topics), by its role; names are configurable."""
 
     pings: str = "pings"
     assignments: str = "assignments"
@@ -363,7 +364,7 @@ TOPIC_OPTIONS: dict[str, Option] = {
     )
 }
 
-#: contract §4's presence settings, by PresenceSettings field
+#: the presence rules' settings (docs/interface.md, Semantics), by PresenceSettings field
 PRESENCE_OPTIONS: dict[str, Option] = {
     "max_accuracy_m": Option("HOTSPOT_MAX_ACCURACY_M", str(_PRESENCE.max_accuracy_m), positive),
     "exit_buffer_m": Option("HOTSPOT_EXIT_BUFFER_M", str(_PRESENCE.exit_buffer_m), non_negative),
@@ -373,7 +374,7 @@ PRESENCE_OPTIONS: dict[str, Option] = {
     ),
 }
 
-#: contract §4's coverage settings, by CoverageSettings field
+#: the coverage rules' settings (docs/interface.md, Semantics), by CoverageSettings field
 COVERAGE_OPTIONS: dict[str, Option] = {
     "at_risk_lead_minutes": Option(
         "HOTSPOT_AT_RISK_LEAD_MINUTES", str(_COVERAGE.at_risk_lead_minutes), non_negative

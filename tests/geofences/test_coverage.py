@@ -414,7 +414,7 @@ def test_alert_ids_are_deterministic_and_distinct() -> None:
     assert len(set(first)) == 2
 
 
-def test_alert_json_is_the_contract_shape() -> None:
+def test_alert_json_is_the_documented_shape() -> None:
     cov = ledger()
     cov.advance(at("13:00"))
     visit(cov, "P1", "police", at("14:00"), at("14:00:20"))

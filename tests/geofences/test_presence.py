@@ -49,7 +49,7 @@ from geofences.projection import metres_per_degree
 LON0, LAT0 = -1.13, 52.63
 KX, KY = metres_per_degree(LAT0)
 T0 = int(datetime(2026, 11, 22, 14, 3, 5, tzinfo=UTC).timestamp()) * 1000
-SETTINGS = PresenceSettings()  # the contract defaults: 50 m, 20 m, 60 s, 300 s
+SETTINGS = PresenceSettings()  # the documented defaults: 50 m, 20 m, 60 s, 300 s
 
 
 def lonlat(x: float, y: float) -> tuple[float, float]:
@@ -1126,7 +1126,7 @@ def test_random_walks_end_with_every_visit_closed(route: Route) -> None:
     )
     assert (w_states, w_events) == (states, events)
 
-    # and a second reading of the contract, hot spot by hot spot, agrees event for event
+    # and a second reading of the rules, hot spot by hot spot, agrees event for event
     got: dict[tuple[str, str], list[tuple[object, ...]]] = defaultdict(list)
     for e in events:
         if isinstance(e, GeofenceEvent):

@@ -92,7 +92,7 @@ def run_bench(args: argparse.Namespace) -> int:
             two = run_throughput(load, want, 2, workdir, args.transport)
             note(scale_row(two, one, smaller))
         if "latency" not in skip:
-            backlog = one.pings_per_s if one is not None else None
+            backlog = args.latency_backlog or (one.pings_per_s if one is not None else None)
             seconds = 6.0 if quick else 30.0
             note(*latency_rows(run_latency_curve(load, workdir, backlog, seconds, args.transport)))
         if "memory" not in skip:
@@ -134,6 +134,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         choices=MEASUREMENTS,
         help="measurements to leave out (the latency curve takes its rates from e2e)",
+    )
+    parser.add_argument(
+        "--latency-backlog",
+        type=float,
+        default=None,
+        metavar="PINGS_PER_S",
+        help="take the latency curve's rates from this backlog throughput instead of the "
+        "one-worker row's (the same rates for two runs to compare)",
     )
     parser.add_argument(
         "--profile",

@@ -202,3 +202,5 @@ def test_the_command_keeps_its_options(tmp_path: Path) -> None:
     assert args.hotspots == 2000 and args.transport == "kafka"
     assert MEASUREMENTS == ("kernel", "stage", "e2e", "scale", "latency", "memory")
     assert "issue" not in parser.format_help()
+    assert args.latency_backlog is None
+    assert parser.parse_args(["--latency-backlog", "60000"]).latency_backlog == 60_000.0

@@ -150,6 +150,9 @@ class Processor:
 
         self.outbox = outbox_of(app)
         self.ownership = Ownership(app, plan)
+        #: the checkpoint's lock on the coverage ledgers, and its guard on the unit states
+        #: (see stream/worker/checkpoint.py)
+        ledgers_lock, states_guard = asyncio.Lock(), asyncio.Lock()
         self.clock: Clock = CLOCKS[s.clock](
             ClockParts(
                 app,
@@ -162,6 +165,8 @@ class Processor:
                 self.publish_coverage,
                 plan.visit_updates,
                 plan.partitions,
+                ledgers_lock,
+                states_guard,
             )
         )
         self.intake = app.intake = Intake(set(plan.ping_topics), max_buffered=4 * s.batch_size)
@@ -176,7 +181,8 @@ class Processor:
                 ),  # the stage holds them
                 Changelog(self.coverage, self.coverage_table, keep=True),  # read at rebalance
             ),
-            asyncio.Lock(),
+            ledgers_lock,
+            states_guard,
         )
         app.before_handover = self._hand_over
         self.rebalancing = Rebalancing(

@@ -2,16 +2,17 @@
 
 Every ``state_flush_s``, before a rebalance hands partitions over, and at shutdown:
 
-1. the unit states and coverage ledgers changed since the last checkpoint are written to
-   their tables,
-2. and their changelog records handed to the producer (the outputs of the records processed
-   went to it as they were made);
+1. once the broker has acknowledged the outputs of the records processed (they went to the
+   producer as they were made),
+2. the unit states and coverage ledgers those records changed are written to their tables
+   and changelogs;
 3. once the broker has acknowledged every record sent since the previous checkpoint,
 4. the records processed before this checkpoint are acked, for Faust to commit.
 
 A crash before (4) replays those records from the last commit, to the same states, event ids
-and alerts. A delivery that fails stops the commit and raises :class:`DeliveryFailed`; the
-worker stops with it.
+and alerts; a changelog is never ahead of the outputs (1), so a record read again never finds
+its work recorded but not delivered. A delivery that fails stops the commit and raises
+:class:`DeliveryFailed`; the worker stops with it.
 
 The presence loop only takes the checkpoint: the batches it processed and a snapshot of the
 unit states they changed (states are replaced, never changed in place, so the snapshot is the
@@ -19,8 +20,8 @@ states as of those batches however the stage goes on). Everything else goes on i
 its own, so the live path does not wait for encoding, writing or the broker's answers: the
 unit states are encoded and sent in slices with the event loop's other work in between, then
 the coverage ledgers (under :attr:`Checkpoint.lock`, which the coverage agent holds around each
-batch, so they are written exactly as the coverage records acked with them left them), then
-steps 3 and 4. Checkpoints write in the order they were taken and commit in that order; a
+batch and the live clock's tick around its decisions, so they are written exactly as the
+coverage records acked with them left them), then steps 3 and 4. Checkpoints write in the order they were taken and commit in that order; a
 hand-over or shutdown waits for all of them (:meth:`Checkpoint.run` with ``wait``).
 """
 
@@ -112,7 +113,12 @@ class Checkpoint:
     """The records processed since the last checkpoint, and what commits them."""
 
     def __init__(
-        self, app: Any, outbox: Outbox, changelogs: Sequence[Changelog], lock: asyncio.Lock
+        self,
+        app: Any,
+        outbox: Outbox,
+        changelogs: Sequence[Changelog],
+        lock: asyncio.Lock,
+        guard: asyncio.Lock | None = None,
     ) -> None:
         self.app = app
         self.outbox = outbox
@@ -120,6 +126,9 @@ class Checkpoint:
         #: held by a checkpoint's steps 1-2, and by the coverage agent around each batch: what
         #: a checkpoint writes is then exactly what the records it acks changed
         self.lock = lock
+        #: held by whatever changes snapshot stages' states outside the presence loop and then
+        #: publishes what it made (the live clock's tick): no snapshot is taken in between
+        self.guard = guard or asyncio.Lock()
         self.taken_at = time.monotonic()
         self._batches: list[Batch] = []
         self._messages: list[Any] = []
@@ -151,16 +160,24 @@ class Checkpoint:
             committing.result()
 
     async def run(self, wait: bool = False) -> None:
-        """Take a checkpoint; with ``wait``, return once it and every earlier one committed."""
+        """Take a checkpoint; with ``wait``, return once it and every earlier one committed.
+        Without ``wait``, while :attr:`guard` is held, none is taken (it stays due)."""
         self.check()
+        if self.guard.locked():
+            if not wait:
+                return
+            async with self.guard:
+                await self.run(wait=True)
+            return
         self.taken_at = time.monotonic()
+        outputs = self.outbox.take_deliveries()
         batches, self._batches = self._batches, []
         snapshots = [
             (changelog, changelog.stage.take_snapshot())  # type: ignore[attr-defined]
             for changelog in self.changelogs
             if changelog.snapshot
         ]
-        self._writing = asyncio.ensure_future(self._write(self._writing, snapshots))
+        self._writing = asyncio.ensure_future(self._write(self._writing, outputs, snapshots))
         self._committing = asyncio.ensure_future(
             self._commit(self._committing, self._writing, batches)
         )
@@ -168,12 +185,19 @@ class Checkpoint:
             await self._committing
 
     async def _write(
-        self, previous: asyncio.Future[Any] | None, snapshots: Sequence[tuple[Changelog, Any]]
+        self,
+        previous: asyncio.Future[Any] | None,
+        outputs: Sequence[asyncio.Future[Any]],
+        snapshots: Sequence[tuple[Changelog, Any]],
     ) -> list[Any]:
         """Steps 1-2: the snapshots, then (under the lock) the other stages' changes; returns
-        the coverage messages acked with them and every delivery to wait for."""
+        the coverage messages acked with them and every delivery to wait for. A state is
+        written only once what made it is delivered (``outputs``; the ledgers' alerts under
+        the lock): a changelog ahead of the outputs would, after a crash, make the records read
+        again look done, and their events would never go out."""
         if previous is not None:
             await previous
+        await confirm(outputs)
         for changelog, snapshot in snapshots:
             stage = changelog.stage
             for start in range(0, len(snapshot), FLUSH_SLICE):
@@ -182,8 +206,10 @@ class Checkpoint:
                     table_writes(changelog.table, writes.items(), changelog.keep)
                 )
                 await asyncio.sleep(0)
+        await confirm(self.outbox.take_deliveries())
         async with self.lock:
             messages, self._messages = self._messages, []
+            await confirm(self.outbox.take_deliveries())  # the alerts of the ledgers written
             for changelog in self.changelogs:
                 if changelog.snapshot:
                     continue

@@ -10,6 +10,7 @@ offer the same calls, so the worker's wiring never asks which one it has.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,10 @@ class ClockParts:
     #: the visit updates topic and its partitions, which the watermark is sent to
     visit_topic: str
     partitions: int
+    #: the checkpoint's lock on the ledgers and guard on the unit states (checkpoint.py): held
+    #: by a tick while it changes either and publishes what that made
+    ledgers_lock: asyncio.Lock
+    states_guard: asyncio.Lock
 
 
 class Clock(Protocol):
@@ -96,6 +101,8 @@ class LiveClock:
         self.coverage_store = parts.coverage_store
         self.publish = parts.publish
         self.publish_coverage = parts.publish_coverage
+        self.ledgers_lock = parts.ledgers_lock
+        self.states_guard = parts.states_guard
 
     def now_ms(self) -> int | None:
         return wall_clock_ms()
@@ -112,11 +119,15 @@ class LiveClock:
     async def tick(self) -> None:
         """Expire units silent for too long; move every owned hot spot's coverage on."""
         now_ms = wall_clock_ms()
-        out = self.stage.expire(now_ms, self.ownership.ping_partitions())
-        if out.events:
-            await self.publish(out)
-        owned = self.ownership.coverage_partitions()
-        await self.publish_coverage(self.coverage.advance_all(now_ms, owned, self.coverage_store()))
+        async with self.states_guard:
+            out = self.stage.expire(now_ms, self.ownership.ping_partitions())
+            if out.events:
+                await self.publish(out)
+        # not amid a coverage batch applied in parts, nor a checkpoint's ledger writes
+        async with self.ledgers_lock:
+            owned = self.ownership.coverage_partitions()
+            ledgers = self.coverage.advance_all(now_ms, owned, self.coverage_store())
+            await self.publish_coverage(ledgers)
 
     async def assigned(self) -> None:
         # the first tick builds every owned hot spot's ledger: here, not amid the first pings

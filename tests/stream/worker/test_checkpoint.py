@@ -110,14 +110,18 @@ def test_records_are_acked_once_everything_sent_is_delivered(
 ) -> None:
     async def steps(checkpoint: Checkpoint, producer: Producer, consumer: Any, batch: Batch) -> Any:
         await checkpoint.run()  # the presence loop goes on meanwhile
-        await asyncio.sleep(0.01)  # the checkpoint writes in the background
+        await asyncio.sleep(0.01)  # the checkpoint goes on in the background
+        before_outputs = [topic for topic, _, _, _ in producer.sent]
+        producer.settle()  # the event is delivered: now the state may be written
+        await asyncio.sleep(0.01)
         written = [(topic, b.records) for topic, _, b, _ in producer.sent]
         acked_before = batch.acked
         producer.settle()
         await checkpoint.run(wait=True)
-        return written, acked_before, batch.acked, consumer._new_offset(TP0)
+        return before_outputs, written, acked_before, batch.acked, consumer._new_offset(TP0)
 
-    written, acked_before, acked_after, to_commit = scenario(monkeypatch, steps)
+    before_outputs, written, acked_before, acked_after, to_commit = scenario(monkeypatch, steps)
+    assert before_outputs == ["geofence-events"]  # no state ahead of what made it
     assert written == [
         ("geofence-events", [(b"U1", b"event")]),
         ("presence-changelog", [(b"U1", b"state")]),
@@ -138,9 +142,11 @@ def test_a_failed_delivery_stops_the_commit_and_is_raised(
             await checkpoint.run(wait=True)
         with pytest.raises(DeliveryFailed):
             checkpoint.check()  # the presence loop's check raises it too
-        return batch.acked, consumer._new_offset(TP0)
+        topics = [topic for topic, _, _, _ in producer.sent]
+        return batch.acked, consumer._new_offset(TP0), topics
 
-    assert scenario(monkeypatch, steps) == (False, None)
+    # nothing committed, and the state its event did not deliver never written
+    assert scenario(monkeypatch, steps) == (False, None, ["geofence-events"])
 
 
 def test_a_failure_found_in_the_background_is_raised_by_the_next_check(
@@ -150,6 +156,9 @@ def test_a_failure_found_in_the_background_is_raised_by_the_next_check(
         await checkpoint.run()
         await asyncio.sleep(0.01)
         checkpoint.check()  # nothing known yet
+        producer.settle()  # the event
+        await asyncio.sleep(0.01)
+        checkpoint.check()
         producer.settle(fail_topic="presence-changelog")
         await asyncio.sleep(0.01)
         with pytest.raises(DeliveryFailed):
@@ -204,9 +213,36 @@ def test_states_are_written_as_they_were_when_the_checkpoint_was_taken(
         stage.states["U1"] = b"v2"  # a batch processed before the writes went out
         stage.due.add("U1")
         await checkpoint.run()
-        await asyncio.sleep(0.01)
-        producer.settle()
+
+        async def broker() -> None:  # answers what it is sent, as a broker would
+            while True:
+                producer.settle()
+                await asyncio.sleep(0.002)
+
+        answering = asyncio.create_task(broker())
         await checkpoint.run(wait=True)
+        answering.cancel()
         return [record for topic, _, b, _ in producer.sent for record in b.records]
 
     assert asyncio.run(run()) == [(b"U1", b"v1"), (b"U2", b"v1"), (b"U1", b"v2")]
+
+
+def test_no_checkpoint_is_taken_while_its_guard_is_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live clock's tick holds the guard from changing unit states until what that made
+    is published: a checkpoint due meanwhile waits for the next turn of the presence loop."""
+
+    async def steps(checkpoint: Checkpoint, producer: Producer, consumer: Any, batch: Batch) -> Any:
+        async with checkpoint.guard:
+            await checkpoint.run()
+            await asyncio.sleep(0.01)
+            producer.settle()
+            await asyncio.sleep(0.01)
+            while_held = [topic for topic, _, _, _ in producer.sent], batch.acked
+        producer.settle()
+        await checkpoint.run()
+        await asyncio.sleep(0.01)
+        producer.settle()
+        await checkpoint.run(wait=True)
+        return while_held, batch.acked
+
+    assert scenario(monkeypatch, steps) == ((["geofence-events"], False), True)

@@ -59,6 +59,8 @@ def parts(stage: Stage, outbox: Outbox, highwater: dict[TP, int], **more: Any) -
         "publish_coverage": None,
         "visit_topic": "visit-updates",
         "partitions": 2,
+        "ledgers_lock": asyncio.Lock(),
+        "states_guard": asyncio.Lock(),
     }
     fields.update(more)
     return ClockParts(**fields)

@@ -67,7 +67,7 @@ class VisitUpdate(NamedTuple):
 
 
 def dead_letter(record: Consumed, error: str) -> bytes:
-    """Contract §2 DeadLetter for a record; ``raw`` is text, or base64 if not UTF-8."""
+    """The DeadLetter message (docs/interface.md, Messages) for a record; ``raw`` is text, or base64 if not UTF-8."""
     raw = record.value or b""
     try:
         text = raw.decode("utf-8")

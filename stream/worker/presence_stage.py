@@ -2,8 +2,8 @@
 
 This is the shell around :mod:`geofences.presence`: it decodes, dead-letters, re-keys, matches a
 whole batch against the spatial index at once, keeps a cache of unit states in front of the
-changelog table and an index of signal-loss deadlines. It knows nothing of Faust; the agent in
-:mod:`stream.worker.app` feeds it records and carries its output to Kafka.
+changelog table and an index of signal-loss deadlines. It knows nothing of Faust; the presence
+loop in :mod:`stream.worker.app` feeds it records and carries its output to Kafka.
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ class PresenceStage:
         }
 
     def watermark_ms(self) -> int | None:
-        """Contract §1 ``--clock event``: the smallest, over partitions that delivered a ping,
+        """The event clock's watermark (docs/interface.md, The clock): the smallest, over partitions that delivered a ping,
         of the largest ping ts delivered in that partition."""
         return min(self.partition_max_ts.values()) if self.partition_max_ts else None
 

@@ -3,6 +3,7 @@ unit ids: outcomes, event and alert types, hot spot states and dead-letter reaso
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter as Tally
 from collections.abc import Iterable
@@ -45,6 +46,14 @@ units_present = Gauge(
 hotspots_by_state = Gauge(
     "hotspot_hotspots", "Hot spots whose coverage this worker owns, by state", ["state"]
 )
+consumer_lag = Gauge(
+    "hotspot_consumer_lag",
+    "Records between this worker's fetch position and the partition's high watermark",
+    ["topic", "partition"],
+)
+
+#: how long a scrape waits for the consumer thread's positions before it leaves the lag out
+LAG_TIMEOUT_S = 2.0
 
 _faust_metrics: FaustMetrics | None = None
 
@@ -88,6 +97,28 @@ def observe_gauges(tracked: int, present: int, hotspot_states: Iterable[str]) ->
     states = Tally(hotspot_states)
     for state in HOTSPOT_STATES:
         hotspots_by_state.labels(state).set(states.get(state, 0))
+
+
+async def observe_lag(consumer: Any, topics: Iterable[str]) -> None:
+    """Set :data:`consumer_lag` for the partitions of ``topics`` assigned to this worker, from
+    Faust's consumer (``highwater``: the end offset its last fetch saw; ``position``: the next
+    offset it fetches). Faust's sensor exports neither. Partitions no longer assigned, or not
+    fetched yet, drop out; if the consumer does not answer in time the lag is left out."""
+    wanted = set(topics)
+    try:
+        assigned = sorted(tp for tp in consumer.assignment() if tp.topic in wanted)
+        highwaters = {tp: consumer.highwater(tp) for tp in assigned}
+        positions = await asyncio.wait_for(
+            asyncio.gather(*(consumer.position(tp) for tp in assigned)), LAG_TIMEOUT_S
+        )
+    except Exception:  # not started, rebalancing, or busy: no figure beats a wrong one
+        consumer_lag.clear()
+        return
+    consumer_lag.clear()
+    for tp, position in zip(assigned, positions, strict=True):
+        highwater = highwaters[tp]
+        if highwater is not None and position is not None:
+            consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
 
 def exposition(web: Any) -> Any:

@@ -18,6 +18,7 @@ from geofences.projection import metres_per_degree
 from geofences.timefmt import format_ms, parse_rfc3339_ms
 from stream.broker.embedded import EmbeddedBroker
 from tests.stream.harness import Worker, consume, ping_messages, produce
+from tests.stream.worker.test_presence_pipeline import square_file as presence_square_file
 
 pytestmark = pytest.mark.integration
 
@@ -40,21 +41,7 @@ def at(east_m: float, north_m: float = 75.0) -> tuple[float, float]:
 
 
 def square_file(tmp_path: Path) -> Path:
-    east, north = LON0 + SIDE_M / M_LON, LAT0 + SIDE_M / M_LAT
-    ring = [[LON0, LAT0], [east, LAT0], [east, north], [LON0, north], [LON0, LAT0]]
-    collection = {
-        "type": "FeatureCollection",
-        "features": [
-            {
-                "type": "Feature",
-                "properties": {"id": "HS-A", "name": "Square"},
-                "geometry": {"type": "Polygon", "coordinates": [ring]},
-            }
-        ],
-    }
-    path = tmp_path / "square.geojson"
-    path.write_bytes(orjson.dumps(collection))
-    return path
+    return presence_square_file(tmp_path, LON0, LAT0, SIDE_M)
 
 
 def ping(unit: str, seconds: float, east_m: float, **extra: Any) -> dict[str, Any]:

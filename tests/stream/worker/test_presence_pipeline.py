@@ -26,9 +26,13 @@ def at(east_m: float, north_m: float = 75.0) -> tuple[float, float]:
     return LON0 + east_m / M_LON, LAT0 + north_m / M_LAT
 
 
-def square_file(tmp_path: Path) -> Path:
-    east, north = LON0 + SIDE_M / M_LON, LAT0 + SIDE_M / M_LAT
-    ring = [[LON0, LAT0], [east, LAT0], [east, north], [LON0, north], [LON0, LAT0]]
+def square_file(
+    tmp_path: Path, lon0: float = LON0, lat0: float = LAT0, side_m: float = SIDE_M
+) -> Path:
+    """A hot spot file of one square, ``HS-A``, ``side_m`` a side from its south-west corner."""
+    m_lon, m_lat = metres_per_degree(lat0)
+    east, north = lon0 + side_m / m_lon, lat0 + side_m / m_lat
+    ring = [[lon0, lat0], [east, lat0], [east, north], [lon0, north], [lon0, lat0]]
     collection = {
         "type": "FeatureCollection",
         "features": [

@@ -27,6 +27,21 @@ from geofences.errors import HotSpotFileError
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DEFAULT_TIMEZONE = "Europe/London"
 
+# Limits of a hot spot file (docs/interface.md, The hot spot file: what is refused). A city's
+# hot spots are tens to a few thousand small polygons; these are far above that, and keep a
+# mistaken or hostile file from taking the worker's memory and start-up time (every hot spot is
+# validated by GEOS and indexed, every window expanded into instances).
+#: the file's size in bytes, checked before it is read
+MAX_HOTSPOT_FILE_BYTES = 50 * 1024 * 1024
+#: Features in the collection
+MAX_HOTSPOTS = 20_000
+#: positions (vertices, each ring's closing one included) of one hot spot's geometry
+MAX_POSITIONS_PER_HOTSPOT = 10_000
+#: positions of all hot spots together
+MAX_POSITIONS = 2_000_000
+#: patrol windows of one hot spot
+MAX_WINDOWS_PER_HOTSPOT = 50
+
 _ALL_DAYS = frozenset(range(7))
 _HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 
@@ -230,6 +245,25 @@ def _polygon(obj: object, where: str, problems: list[str]) -> Any:
     return shapely.Polygon(rings[0], rings[1:])
 
 
+def _position_count(geometry: object) -> int:
+    """How many positions a GeoJSON Polygon or MultiPolygon has, counting only what is shaped
+    like one (the rest is judged, and refused, when the geometry is read): cheap, before any
+    position is checked or GEOS sees them."""
+    if not isinstance(geometry, dict):
+        return 0
+    kind = geometry.get("type")
+    coordinates = geometry.get("coordinates")
+    if not isinstance(coordinates, list):
+        return 0
+    if kind == "Polygon":
+        polygons = [coordinates]
+    elif kind == "MultiPolygon":
+        polygons = [p for p in coordinates if isinstance(p, list)]
+    else:
+        return 0
+    return sum(len(ring) for rings in polygons for ring in rings if isinstance(ring, list))
+
+
 def _geometry(obj: object, problems: list[str]) -> Any:
     """A valid shapely Polygon or MultiPolygon, or ``None`` after appending its problems."""
     if not isinstance(obj, dict):
@@ -237,6 +271,10 @@ def _geometry(obj: object, problems: list[str]) -> Any:
         return None
     kind = obj.get("type")
     coordinates = obj.get("coordinates")
+    count = _position_count(obj)
+    if count > MAX_POSITIONS_PER_HOTSPOT:
+        problems.append(f"geometry: {count} positions, more than {MAX_POSITIONS_PER_HOTSPOT}")
+        return None
     before = len(problems)
     geometry: Any = None
     if kind == "Polygon":
@@ -296,6 +334,11 @@ def _hotspot(
     raw_windows = props.get("windows")
     if raw_windows is not None and not isinstance(raw_windows, list):
         mine.append(f'"windows" {_show(raw_windows)} is not a list')
+    elif isinstance(raw_windows, list) and len(raw_windows) > MAX_WINDOWS_PER_HOTSPOT:
+        mine.append(
+            f'"windows" has {len(raw_windows)} windows, more than {MAX_WINDOWS_PER_HOTSPOT}'
+        )
+        raw_windows = None
     for i, raw in enumerate(raw_windows if isinstance(raw_windows, list) else []):
         window, window_problems = _window_problems(raw, f"windows[{i}]")
         mine.extend(window_problems)
@@ -334,6 +377,15 @@ def parse_hotspots(obj: object) -> HotSpotCollection:
     if not isinstance(features, list):
         problems.append('"features" is not a list')
         features = []
+    # the file-wide limits are checked first, and a file over one is not read further: the
+    # limits are there to bound the work
+    if len(features) > MAX_HOTSPOTS:
+        problems.append(f'"features" has {len(features)} hot spots, more than {MAX_HOTSPOTS}')
+        features = []
+    total = sum(_position_count(f.get("geometry")) for f in features if isinstance(f, dict))
+    if total > MAX_POSITIONS:
+        problems.append(f"the hot spots have {total} positions in all, more than {MAX_POSITIONS}")
+        features = []
     first_use: dict[str, int] = {}
     hotspots = [_hotspot(i, f, first_use, problems) for i, f in enumerate(features)]
 
@@ -345,13 +397,21 @@ def parse_hotspots(obj: object) -> HotSpotCollection:
 def load_hotspots(path: str | os.PathLike[str]) -> HotSpotCollection:
     """Read and validate a hot spot file.
 
-    An unreadable file or invalid JSON raises ``HotSpotFileError`` with one line; otherwise as
-    ``parse_hotspots``.
+    An unreadable file, one over ``MAX_HOTSPOT_FILE_BYTES`` (refused by its size before it is
+    read, and by what was read for a file that grows or has no size) or invalid JSON raises
+    ``HotSpotFileError`` with one line; otherwise as ``parse_hotspots``.
     """
     try:
-        data = Path(path).read_bytes()
+        with Path(path).open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            data = b"" if size > MAX_HOTSPOT_FILE_BYTES else file.read(MAX_HOTSPOT_FILE_BYTES + 1)
     except OSError as exc:
         raise HotSpotFileError([f"cannot read {os.fspath(path)}: {exc.strerror}"]) from exc
+    if size > MAX_HOTSPOT_FILE_BYTES or len(data) > MAX_HOTSPOT_FILE_BYTES:
+        shown = f"{size} bytes" if size > MAX_HOTSPOT_FILE_BYTES else "its bytes read"
+        raise HotSpotFileError(
+            [f"{os.fspath(path)} is too large: {shown}, more than {MAX_HOTSPOT_FILE_BYTES}"]
+        )
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

@@ -66,17 +66,40 @@ class VisitUpdate(NamedTuple):
         return orjson.dumps([self.kind, self.unit_id, self.unit_type, self.ts_ms, self.enter_ms])
 
 
-def dead_letter(record: Consumed, error: str) -> bytes:
-    """The DeadLetter message (docs/interface.md, Messages) for a record; ``raw`` is text, or base64 if not UTF-8."""
-    raw = record.value or b""
+#: at most this many bytes of a refused value are kept in its dead letter's ``raw``: a dead
+#: letter holds a whole ping (at most 16 KiB) and stays far under Kafka's default 1 MB message
+#: size, however large the refused value was
+MAX_DEAD_LETTER_RAW_BYTES = 16_384
+
+
+def _raw_text(kept: bytes, truncated: bool) -> str:
+    """``kept`` as text, or base64 if not UTF-8; a prefix cut inside a character loses the
+    character's first bytes, not the text."""
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = base64.b64encode(raw).decode("ascii")
+        return kept.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if truncated and exc.reason == "unexpected end of data" and exc.end == len(kept):
+            try:
+                return kept[: exc.start].decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+    return base64.b64encode(kept).decode("ascii")
+
+
+def dead_letter(record: Consumed, error: str) -> bytes:
+    """The DeadLetter message (docs/interface.md, Messages) for a record: ``raw`` is the value, or
+    its first ``MAX_DEAD_LETTER_RAW_BYTES`` bytes (cut at a character for text), as text or
+    base64 if not UTF-8; ``raw_bytes`` is the whole value's size and ``raw_truncated`` says
+    whether ``raw`` holds less than all of it."""
+    raw = record.value or b""
+    truncated = len(raw) > MAX_DEAD_LETTER_RAW_BYTES
+    text = _raw_text(raw[:MAX_DEAD_LETTER_RAW_BYTES] if truncated else raw, truncated)
     return compact_json(
         {
             "error": error,
             "raw": text,
+            "raw_bytes": len(raw),
+            "raw_truncated": truncated,
             "topic": record.topic,
             "partition": record.partition,
             "offset": record.offset,

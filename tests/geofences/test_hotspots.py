@@ -14,6 +14,11 @@ import shapely
 
 from geofences.errors import HotSpotFileError
 from geofences.hotspots import (
+    MAX_HOTSPOT_FILE_BYTES,
+    MAX_HOTSPOTS,
+    MAX_POSITIONS,
+    MAX_POSITIONS_PER_HOTSPOT,
+    MAX_WINDOWS_PER_HOTSPOT,
     WEEKDAYS,
     HotSpotCollection,
     Window,
@@ -78,6 +83,11 @@ P2 = B + "geometry: ring 0 position"
 NAN, INF = math.nan, math.inf
 BOWTIE = [[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]
 MULTI = "MultiPolygon"
+# over the limits: shared lists, so they cost little to build
+LONG_RING = [[-1.13, 52.63]] * (MAX_POSITIONS_PER_HOTSPOT + 1)
+FULL_RING = [[-1.13, 52.63]] * MAX_POSITIONS_PER_HOTSPOT
+FULL = feature("HS", {"type": "Polygon", "coordinates": [FULL_RING]})
+WINDOW = {"start": "10:00", "end": "11:00", "required_minutes": 15}
 
 REFUSALS = [
     # the collection
@@ -93,6 +103,20 @@ REFUSALS = [
     (("timezone",), "Europe", 'unknown timezone "Europe"'),
     (("timezone",), "x" * 300, "unknown timezone"),
     (("timezone",), 5, "timezone 5 is not a string"),
+    # the limits
+    (("features",), [None] * (MAX_HOTSPOTS + 1), f'"features" has {MAX_HOTSPOTS + 1} hot spots,'),
+    (
+        ("features",),
+        [FULL] * (MAX_POSITIONS // MAX_POSITIONS_PER_HOTSPOT + 1),
+        f"the hot spots have {MAX_POSITIONS + MAX_POSITIONS_PER_HOTSPOT} positions in all, more",
+    ),
+    (C, [LONG_RING], B + f"geometry: {MAX_POSITIONS_PER_HOTSPOT + 1} positions, more than"),
+    (G, {"type": MULTI, "coordinates": [[FULL_RING], [ring(0, 0)]]}, B + "geometry: 10005 pos"),
+    (
+        (*P, "windows"),
+        [WINDOW] * (MAX_WINDOWS_PER_HOTSPOT + 1),
+        B + f'"windows" has {MAX_WINDOWS_PER_HOTSPOT + 1} windows, more than',
+    ),
     # the feature and its id
     (F1, "HS-B", "feature 1: not a GeoJSON Feature"),
     (F1, None, "feature 1: not a GeoJSON Feature"),
@@ -375,6 +399,28 @@ def test_load_refuses_unreadable_and_invalid_json(tmp_path: Path) -> None:
         (problem,) = caught.value.problems
         assert problem.startswith(f"{bad} is not valid JSON: ")
         assert "\n" not in problem
+
+
+def test_limits_are_inclusive() -> None:
+    doc = valid_doc()
+    doc["features"][1]["properties"]["windows"] *= MAX_WINDOWS_PER_HOTSPOT
+    square = ring(-1.13, 52.63)
+    # a square with a corner split into collinear points, exactly at the limit
+    edge = [[-1.13 + 0.002 * i / 9995, 52.63] for i in range(9996)]
+    doc["features"][0]["geometry"]["coordinates"] = [[*edge, *square[1:]]]
+    assert len(doc["features"][0]["geometry"]["coordinates"][0]) == MAX_POSITIONS_PER_HOTSPOT
+    assert [h.id for h in parse_hotspots(doc).hotspots] == ["HS-A", "HS-B"]
+
+
+def test_load_refuses_a_file_too_large_by_its_size(tmp_path: Path) -> None:
+    big = tmp_path / "big.geojson"
+    with big.open("wb") as file:
+        file.truncate(MAX_HOTSPOT_FILE_BYTES + 1)  # sparse: nothing is written
+    with pytest.raises(HotSpotFileError) as caught:
+        load_hotspots(big)
+    assert caught.value.problems == [
+        f"{big} is too large: {MAX_HOTSPOT_FILE_BYTES + 1} bytes, more than {MAX_HOTSPOT_FILE_BYTES}"
+    ]
 
 
 def test_load_parses(tmp_path: Path) -> None:

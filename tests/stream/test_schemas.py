@@ -10,6 +10,7 @@ many or of the wrong shape.
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import json
 import re
@@ -41,7 +42,7 @@ from geofences.presence import (
 )
 from geofences.windows import parse_assignment, window_to_obj
 from stream import cli, schemas
-from stream.records import Record, compact_json, dead_letter
+from stream.records import MAX_DEAD_LETTER_RAW_BYTES, Record, compact_json, dead_letter
 from stream.worker.settings import TopicNames
 from tests.stream.schemas_check import (
     OUTPUT_TOPICS,
@@ -318,8 +319,41 @@ def test_dead_letters_of_assignments_are_valid(obj: Any) -> None:
     check("dead-letter", orjson.loads(dead_letter(record, assignment_refusal(obj))))
 
 
+@pytest.mark.parametrize(
+    ("raw", "kept"),
+    [
+        (b"x" * MAX_DEAD_LETTER_RAW_BYTES, "x" * MAX_DEAD_LETTER_RAW_BYTES),
+        (b"x" * 10_000_000, "x" * MAX_DEAD_LETTER_RAW_BYTES),
+        # a character that the cut falls inside of is left out, not turned into base64
+        (b"x" * (MAX_DEAD_LETTER_RAW_BYTES - 1) + "\u00e9".encode() * 9, "x" * 16383),
+        (b"x" * (MAX_DEAD_LETTER_RAW_BYTES - 2) + "\U0001f600".encode(), "x" * 16382),
+        (
+            b"\xff" * (MAX_DEAD_LETTER_RAW_BYTES + 5),
+            base64.b64encode(b"\xff" * MAX_DEAD_LETTER_RAW_BYTES).decode(),
+        ),
+    ],
+    ids=["at-limit", "10MB", "cut-in-2-byte-char", "cut-in-4-byte-char", "not-utf8"],
+)
+def test_a_dead_letter_keeps_a_prefix_of_an_oversized_value(raw: bytes, kept: str) -> None:
+    letter = dead_letter(Record("pings", 0, 5, None, raw), "value too large")
+    value = orjson.loads(letter)
+    check("dead-letter", value)
+    assert value["raw"] == kept
+    assert value["raw_bytes"] == len(raw)
+    assert value["raw_truncated"] is (len(raw) > MAX_DEAD_LETTER_RAW_BYTES)
+    assert len(letter) < 3 * MAX_DEAD_LETTER_RAW_BYTES
+
+
 def test_a_dead_letter_error_is_one_line() -> None:
-    value = {"error": "two\nlines", "raw": "", "topic": "pings", "partition": 0, "offset": 0}
+    value = {
+        "error": "two\nlines",
+        "raw": "",
+        "raw_bytes": 0,
+        "raw_truncated": False,
+        "topic": "pings",
+        "partition": 0,
+        "offset": 0,
+    }
     assert errors("dead-letter", value)
     assert not errors("dead-letter", {**value, "error": "one line"})
 

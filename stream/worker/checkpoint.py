@@ -161,14 +161,23 @@ class Checkpoint:
 
     async def run(self, wait: bool = False) -> None:
         """Take a checkpoint; with ``wait``, return once it and every earlier one committed.
-        Without ``wait``, while :attr:`guard` is held, none is taken (it stays due)."""
+        Without ``wait``, while :attr:`guard` is held, none is taken (it stays due); with it,
+        the checkpoint is taken as soon as the guard is free."""
         self.check()
         if self.guard.locked():
             if not wait:
                 return
             async with self.guard:
-                await self.run(wait=True)
-            return
+                self._take()
+        else:
+            self._take()
+        if wait:
+            assert self._committing is not None
+            await self._committing
+
+    def _take(self) -> None:
+        """The checkpoint's part in the caller's turn: the batches, a snapshot of the states
+        they changed and the outputs sent so far; the rest goes on in tasks of its own."""
         self.taken_at = time.monotonic()
         outputs = self.outbox.take_deliveries()
         batches, self._batches = self._batches, []
@@ -181,8 +190,6 @@ class Checkpoint:
         self._committing = asyncio.ensure_future(
             self._commit(self._committing, self._writing, batches)
         )
-        if wait:
-            await self._committing
 
     async def _write(
         self,

@@ -246,3 +246,30 @@ def test_no_checkpoint_is_taken_while_its_guard_is_held(monkeypatch: pytest.Monk
         return while_held, batch.acked
 
     assert scenario(monkeypatch, steps) == ((["geofence-events"], False), True)
+
+
+def test_a_checkpoint_waited_for_is_taken_once_its_guard_is_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hand-over or shutdown that comes while the tick holds the guard waits for it, then
+    takes the checkpoint (and does not wait on the guard a second time)."""
+
+    async def steps(checkpoint: Checkpoint, producer: Producer, consumer: Any, batch: Batch) -> Any:
+        async def tick() -> None:
+            async with checkpoint.guard:
+                await asyncio.sleep(0.02)
+
+        async def broker() -> None:
+            while True:
+                producer.settle()
+                await asyncio.sleep(0.002)
+
+        ticking = asyncio.create_task(tick())
+        await asyncio.sleep(0)
+        answering = asyncio.create_task(broker())
+        await asyncio.wait_for(checkpoint.run(wait=True), 5)
+        answering.cancel()
+        await ticking
+        return batch.acked, [topic for topic, _, _, _ in producer.sent]
+
+    assert scenario(monkeypatch, steps) == (True, ["geofence-events", "presence-changelog"])

@@ -419,8 +419,8 @@ class PatrolSimulator:
 
 #: crime per day on a patrol day, as a share of the hot spot's base rate
 PATROL_DAY_EFFECT = 0.65
-#: the same on a non-patrol day 1, 2, 3 days after the hot spot's last patrol day (then 1.0)
-RESIDUAL_EFFECT = {1: 0.75, 2: 0.85, 3: 0.95}
+#: the same on a non-patrol day 1 or 2 days after the hot spot's last patrol day (then 1.0)
+RESIDUAL_EFFECT = {1: 0.8, 2: 0.9}
 #: crime types drawn, with their Cambridge-style harm weights
 CRIME_HARM = {"violence_with_injury": 120.0, "robbery": 365.0, "public_order": 10.0, "theft": 7.0}
 _CRIME_MIX = (
@@ -550,7 +550,7 @@ def simulate_month(days: int = 28, seed: int = 7, first: str = "2026-10-12") -> 
 
     crimes: list[dict[str, Any]] = []
     for hotspot in collection.hotspots:
-        base = rng.uniform(1.2, 2.4)
+        base = rng.uniform(3.0, 6.0)
         xmin, ymin, xmax, ymax = hotspot.geometry.bounds
         last_patrol: int | None = None
         for n, day in enumerate(dates):

@@ -22,7 +22,8 @@ th,td{border:1px solid #d1d5db;padding:.25em .5em;text-align:right}
 th{background:#f3f4f6}td:first-child,th:first-child{text-align:left}
 .lead{font-size:1.1em}.note{color:#92400e}figure{margin:1em 0;page-break-inside:avoid}
 figcaption{font-size:.85em;color:#4b5563}svg{max-width:100%;height:auto}
-@media print{body{margin:0}details{display:block}details>summary{display:none}}
+.wide{overflow-x:auto}
+@media print{body{margin:0}.wide{overflow:visible}table{font-size:.6em}details>summary{display:none}}
 """
 
 
@@ -126,7 +127,9 @@ def _residual_chart(report: Report) -> str:
     pooled = {r["days_since_patrol"]: r for r in report.residual if r["hotspot_id"] == ALL}
     values = [pooled[b]["crimes_per_day"] or 0.0 for b in RESIDUAL_BUCKETS]
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.bar(list(RESIDUAL_BUCKETS), values, color="#9ca3af", label="non-patrol days")
+    bars = ax.bar(list(RESIDUAL_BUCKETS), values, color="#9ca3af", label="non-patrol days")
+    days = [f"{pooled[b]['days']} days" for b in RESIDUAL_BUCKETS]
+    ax.bar_label(bars, labels=days, fontsize=7, padding=2)
     everything = next(r for r in report.summary if r["hotspot_id"] == ALL)
     if everything["crimes_per_day_patrol"] is not None:
         ax.axhline(everything["crimes_per_day_patrol"], color="#2563eb", label="patrol days")
@@ -139,16 +142,23 @@ def _residual_chart(report: Report) -> str:
     return svg
 
 
+def _cell(value: Any) -> str:
+    """A table cell for a reader: floats to 2 decimals (3 below 1); the CSVs keep 6."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        return format_value(round(value, 3 if abs(value) < 1 else 2))
+    return format_value(value)
+
+
 def _table(records: Sequence[Record], columns: Sequence[str] | None = None) -> str:
     if not records:
         return "<p>None.</p>"
     names = list(columns or records[0])
-    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    head = "".join(f"<th>{html.escape(n.replace('_', ' '))}</th>" for n in names)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(format_value(r.get(n)))}</td>" for n in names) + "</tr>"
+        "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(n)))}</td>" for n in names) + "</tr>"
         for r in records
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _figure(svg: str, caption: str) -> str:

@@ -236,10 +236,12 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from geofences.errors import InputFileError
-    from stream.evaluation.report import build_report, write_report
+    from stream.evaluation.report import build_report
 
     if args.to_date < args.from_date:
         return _die("--to is before --from", EXIT_USAGE)
+    if not args.patrol_day_minutes >= 0:
+        return _die("--patrol-day-minutes: must be 0 or more", EXIT_USAGE)
     try:
         report = build_report(
             Path(args.ledger),
@@ -251,7 +253,14 @@ def cmd_report(args: argparse.Namespace) -> int:
             costs=None if args.costs is None else Path(args.costs),
             patrol_day_minutes=args.patrol_day_minutes,
         )
-    except (HotSpotFileError, InputFileError) as exc:
+        from stream.evaluation.output import write_report
+
+        written = write_report(report, Path(args.out))
+    except HotSpotFileError as exc:
+        for problem in exc.problems:
+            print(f"hotspot: {args.hotspots}: {problem}", file=sys.stderr)
+        return 1
+    except InputFileError as exc:
         for problem in exc.problems:
             print(f"hotspot: {problem}", file=sys.stderr)
         return 1
@@ -259,7 +268,6 @@ def cmd_report(args: argparse.Namespace) -> int:
         return _die(str(exc))
     except ImportError as exc:
         return _die(f"{exc}: install the evaluation extra (pip install 'hotspot[evaluation]')")
-    written = write_report(report, Path(args.out))
     for note in report.notes:
         print(f"hotspot: note: {note}", file=sys.stderr)
     print(f"hotspot: wrote {', '.join(str(p) for p in written)}", file=sys.stderr)

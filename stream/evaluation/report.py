@@ -1,8 +1,8 @@
 """``hotspot report``: the evaluation's files from a ledger, a hot spot file and, optionally,
 crimes, harm weights and costs (docs/interface.md, Evaluation: hotspot report).
 
-Reads the files, has ``geofences.evaluation`` make every figure, writes ``daily.csv``,
-``summary.csv``, ``residual.csv``, ``dosage.csv`` and ``report.html``.
+Reads the files and has ``geofences.evaluation`` make every figure (``build_report``);
+``stream.evaluation.output`` writes them.
 """
 
 from __future__ import annotations
@@ -145,23 +145,3 @@ def write_csv(path: Path, records: Sequence[Record]) -> None:
         writer.writerow(list(records[0]))
         for record in records:
             writer.writerow([format_value(v) for v in record.values()])
-
-
-def write_report(report: Report, out: Path) -> list[Path]:
-    """The five files in ``out`` (made if missing); returns their paths."""
-    from stream.evaluation.html import render_html
-
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, records in (
-        ("daily.csv", report.daily),
-        ("summary.csv", report.summary),
-        ("residual.csv", report.residual),
-        ("dosage.csv", report.dosage),
-    ):
-        write_csv(out / name, records)
-        written.append(out / name)
-    html = out / "report.html"
-    html.write_text(render_html(report), encoding="utf-8")
-    written.append(html)
-    return written

@@ -199,5 +199,6 @@ def dosage(hotspot_ids: Sequence[str], visits: Sequence[LedgerVisit]) -> list[Re
     grouped: dict[str, list[LedgerVisit]] = defaultdict(list)
     for visit in visits:
         grouped[visit.hotspot_id].append(visit)
-    known = [v for v in visits if v.hotspot_id in set(hotspot_ids)]
+    wanted = set(hotspot_ids)
+    known = [v for v in visits if v.hotspot_id in wanted]
     return [_dosage(h, grouped.get(h, [])) for h in hotspot_ids] + [_dosage(ALL, known)]

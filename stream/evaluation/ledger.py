@@ -30,6 +30,7 @@ from geofences.evaluation.inputs import (
 )
 from stream.kafka import BrokerUnreachable, bootstrap_servers
 from stream.tools.replay import Progress
+from stream.worker.faust_internals import refresh_metadata
 
 
 def ledger_consumer(bootstrap: list[str], **client_kwargs: Any) -> AIOKafkaConsumer:
@@ -53,7 +54,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float) 
             return sorted(partitions)
         if loop.time() >= deadline:
             raise BrokerUnreachable(f"topic {topic!r} not found on the broker")
-        await consumer._client.force_metadata_update()
+        await refresh_metadata(consumer)
         await asyncio.sleep(0.2)
 
 

@@ -192,6 +192,12 @@ class PatrolSimulator:
         """When the next report (possibly silent) is due."""
         return self._queue[0][0]
 
+    def station_lonlat(self) -> tuple[float, float]:
+        """A point outside every hot spot (500 m beyond the south-west corner of the area the
+        units walk in), where units report from off duty."""
+        xmin, ymin, _, _ = self._bounds
+        return self.to_lonlat(xmin - 500.0, ymin - 500.0)
+
     def to_lonlat(self, x: float, y: float) -> tuple[float, float]:
         """Local metres back to lon/lat degrees."""
         return (
@@ -521,8 +527,7 @@ def simulate_month(days: int = 28, seed: int = 7, first: str = "2026-10-12") -> 
         )  # fmt: skip
         pings.extend(simulator.pings_until(local_ms(day, _SHIFT[1])))
         station_ms = local_ms(day, _STATION_REPORT)
-        x, y = simulator._bounds[0], simulator._bounds[1]
-        lon, lat = simulator.to_lonlat(x - 500.0, y - 500.0)
+        lon, lat = simulator.station_lonlat()
         for unit in simulator.units:
             pings.append(
                 {

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 from zoneinfo import ZoneInfo
 
 from geofences.hotspots import Window
@@ -197,6 +197,38 @@ def union_length(intervals: Iterable[tuple[int, int]], lo: int, hi: int) -> int:
     if run_end is not None:
         total += run_end - run_start
     return total
+
+
+class VisitSpan(Protocol):
+    """What coverage reads of a visit: its unit type and span (``end_ms``: the exit, or the
+    latest inside ping of an ongoing visit)."""
+
+    @property
+    def unit_type(self) -> str: ...
+    @property
+    def enter_ms(self) -> int: ...
+    @property
+    def end_ms(self) -> int: ...
+
+
+def instance_covered_ms(instance: WindowInstance, visits: Iterable[VisitSpan]) -> int:
+    """Coverage of ``instance`` in ms: the union of the eligible visits' spans, clipped to it.
+
+    A visit is eligible when its unit type is (``WindowInstance.eligible``) and its whole span
+    is at least ``min_visit_minutes``. The one rule behind the live ``met``/``gap`` alerts and
+    the evaluation's patrol days (``geofences.evaluation``), so that both agree.
+    """
+    min_visit = instance.min_visit_ms
+    start_ms, end_ms = instance.start_ms, instance.end_ms
+    intervals = [
+        (v.enter_ms, v.end_ms)
+        for v in visits
+        if v.end_ms > start_ms
+        and v.enter_ms < end_ms
+        and v.end_ms - v.enter_ms >= min_visit
+        and instance.eligible(v.unit_type)
+    ]
+    return union_length(intervals, start_ms, end_ms)
 
 
 @dataclass(slots=True)
@@ -485,21 +517,9 @@ class HotspotCoverage:
         return {unit_id: visit.unit_type for unit_id, visit in sorted(self._open.items())}
 
     def covered_ms(self, instance: WindowInstance) -> int:
-        """Coverage of ``instance`` in ms: union of its eligible intervals, clipped to it.
-
-        An ended visit counts enter..exit, an open one enter..latest inside ping; either only
-        when that span is at least ``min_visit_minutes``.
-        """
-        min_visit = instance.min_visit_ms
-        intervals = [
-            (v.enter_ms, v.end_ms)
-            for v in self._visits.values()
-            if v.end_ms > instance.start_ms
-            and v.enter_ms < instance.end_ms
-            and v.end_ms - v.enter_ms >= min_visit
-            and instance.eligible(v.unit_type)
-        ]
-        return union_length(intervals, instance.start_ms, instance.end_ms)
+        """Coverage of ``instance`` in ms (:func:`instance_covered_ms` of the ledger's visits):
+        an ended visit counts enter..exit, an open one enter..latest inside ping."""
+        return instance_covered_ms(instance, self._visits.values())
 
     def eligible_present(self, instance: WindowInstance) -> bool:
         """Whether a unit of an eligible type has an open visit (``at_risk`` needs none)."""

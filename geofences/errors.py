@@ -23,3 +23,12 @@ class InvalidPing(HotspotError):
 
 class InvalidAssignment(HotspotError):
     """An assignment value (a window added at run time) is malformed."""
+
+
+class InputFileError(HotspotError):
+    """An evaluation input (ledger, crimes, harm weights, costs) was refused. ``problems`` has
+    one line per bad row, ``FILE:LINE: reason``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))

@@ -9,8 +9,10 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from geofences.errors import HotSpotFileError
 from geofences.hotspots import HotSpotCollection, demo_hotspots_path, load_hotspots
@@ -197,6 +199,124 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from stream.evaluation.ledger import run_ledger
+    from stream.kafka import BrokerUnreachable
+
+    if args.to_date < args.from_date:
+        return _die("--to is before --from", EXIT_USAGE)
+    try:
+        ZoneInfo(args.timezone)
+    except (ValueError, ZoneInfoNotFoundError):
+        return _die(f"--timezone: unknown time zone {args.timezone!r}", EXIT_USAGE)
+    try:
+        return asyncio.run(
+            run_ledger(
+                args.broker,
+                args.topic,
+                args.from_date,
+                args.to_date,
+                args.timezone,
+                Path(args.out),
+                progress=not args.no_progress,
+            )
+        )
+    except BrokerUnreachable as exc:
+        return _die(str(exc))
+    except OSError as exc:
+        return _die(str(exc))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from geofences.errors import InputFileError
+    from stream.evaluation.report import build_report
+
+    if args.to_date < args.from_date:
+        return _die("--to is before --from", EXIT_USAGE)
+    if not args.patrol_day_minutes >= 0:
+        return _die("--patrol-day-minutes: must be 0 or more", EXIT_USAGE)
+    try:
+        report = build_report(
+            Path(args.ledger),
+            Path(args.hotspots),
+            args.from_date,
+            args.to_date,
+            crimes=None if args.crimes is None else Path(args.crimes),
+            harm_weights=None if args.harm_weights is None else Path(args.harm_weights),
+            costs=None if args.costs is None else Path(args.costs),
+            patrol_day_minutes=args.patrol_day_minutes,
+        )
+        from stream.evaluation.output import write_report
+
+        written = write_report(report, Path(args.out))
+    except HotSpotFileError as exc:
+        for problem in exc.problems:
+            print(f"hotspot: {args.hotspots}: {problem}", file=sys.stderr)
+        return 1
+    except InputFileError as exc:
+        for problem in exc.problems:
+            print(f"hotspot: {problem}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        return _die(str(exc))
+    except ImportError as exc:
+        return _die(f"{exc}: install the evaluation extra (pip install 'hotspot[evaluation]')")
+    for note in report.notes:
+        print(f"hotspot: note: {note}", file=sys.stderr)
+    print(f"hotspot: wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import csv
+
+    import orjson
+
+    from stream.tools.simulator import PATROL_DAY_EFFECT, RESIDUAL_EFFECT, simulate_month
+
+    if args.days < 1:
+        return _die("--days: must be at least 1", EXIT_USAGE)
+    try:
+        month = simulate_month(args.days, args.seed, args.start.isoformat())
+    except ValueError as exc:
+        return _die(str(exc), EXIT_USAGE)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "hotspots.geojson").write_bytes(
+        orjson.dumps(month.hotspot_file, option=orjson.OPT_INDENT_2)
+    )
+    with (out / "pings.jsonl").open("wb") as handle:
+        for ping in month.pings:
+            handle.write(orjson.dumps(ping) + b"\n")
+    with (out / "crimes.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(
+            handle, ["occurred_at", "lat", "lon", "crime_type"], lineterminator="\n"
+        )
+        writer.writeheader()
+        writer.writerows(month.crimes)
+    with (out / "harm-weights.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["crime_type", "harm"])
+        writer.writerows(sorted(month.harm_weights.items()))
+    patrol = sum(month.patrol_days.values())
+    residual = ", ".join(f"day {d} ×{f:g}" for d, f in sorted(RESIDUAL_EFFECT.items()))
+    print(
+        f"hotspot: wrote {out}/hotspots.geojson, pings.jsonl ({len(month.pings)} pings), "
+        f"crimes.csv ({len(month.crimes)} crimes), harm-weights.csv for {month.first}..{month.last}; "
+        f"{patrol} of {len(month.patrol_days)} hot-spot-days are patrol days; crime drawn at "
+        f"×{PATROL_DAY_EFFECT:g} on patrol days and, after one, {residual}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     import json
 
@@ -273,6 +393,60 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(bench)
     bench.set_defaults(func=cmd_bench)
+
+    ledger = sub.add_parser("ledger", help="write the dwell ledger of some dates from dwell-events")
+    ledger.add_argument(
+        "--broker", default=os.environ.get("HOTSPOT_BROKER", "kafka://localhost:9092")
+    )
+    ledger.add_argument(
+        "--topic", default=os.environ.get("HOTSPOT_TOPIC_DWELL_EVENTS", "dwell-events")
+    )
+    ledger.add_argument(
+        "--from", dest="from_date", type=_date, required=True, help="first local date, YYYY-MM-DD"
+    )
+    ledger.add_argument(
+        "--to", dest="to_date", type=_date, required=True, help="last local date, YYYY-MM-DD"
+    )
+    ledger.add_argument(
+        "--timezone", default="Europe/London", help="zone of the dates (default Europe/London)"
+    )
+    ledger.add_argument("--out", required=True, help="FILE.csv, or JSONL for any other name")
+    ledger.add_argument("--no-progress", action="store_true")
+    ledger.set_defaults(func=cmd_ledger)
+
+    report = sub.add_parser("report", help="evaluate patrol days against other days from a ledger")
+    report.add_argument("--ledger", required=True, help="the file hotspot ledger wrote")
+    report.add_argument(
+        "--hotspots", required=True, help="the hot spot file (its windows and time zone)"
+    )
+    report.add_argument(
+        "--from", dest="from_date", type=_date, required=True, help="first local date"
+    )
+    report.add_argument("--to", dest="to_date", type=_date, required=True, help="last local date")
+    report.add_argument("--out", required=True, help="directory for the report files")
+    report.add_argument("--crimes", help="CSV: occurred_at, lat, lon, crime_type[, harm]")
+    report.add_argument("--harm-weights", help="CSV: crime_type, harm")
+    report.add_argument(
+        "--costs", help="CSV: unit_type, gbp_per_minute (default police 3.38, outreach 2.28)"
+    )
+    report.add_argument(
+        "--patrol-day-minutes",
+        type=float,
+        default=15.0,
+        help="covered minutes that make a patrol day on a date with no window (default 15)",
+    )
+    report.set_defaults(func=cmd_report)
+
+    simulate = sub.add_parser(
+        "simulate", help="write a month of patrols and crimes to try the report on"
+    )
+    simulate.add_argument("--days", type=int, default=28)
+    simulate.add_argument("--out", required=True, help="directory for the files")
+    simulate.add_argument("--seed", type=int, default=7)
+    simulate.add_argument(
+        "--start", type=_date, default=date(2026, 10, 12), help="first date (default 2026-10-12)"
+    )
+    simulate.set_defaults(func=cmd_simulate)
 
     validate = sub.add_parser("validate", help="check a hot spot file")
     validate.add_argument("file")

@@ -112,7 +112,8 @@ class PatrolSimulator:
     ``units`` are shared out over the unit types in turn (police, pcso, outreach, security), ids
     like ``police-01``. ``start_ms`` is the epoch millisecond of the simulation's start; the first
     report of each unit falls within the first 12 s. ``signal_loss_s`` is the range of a spell
-    indoors without a fix.
+    indoors without a fix; ``report_s`` the range of the interval between reports (now and then
+    it is 12-20 s instead).
     """
 
     def __init__(
@@ -123,6 +124,7 @@ class PatrolSimulator:
         start_ms: int = 1_795_356_000_000,
         *,
         signal_loss_s: tuple[float, float] = (360.0, 600.0),
+        report_s: tuple[float, float] = _REPORT_S,
     ) -> None:
         if not collection.hotspots:
             raise ValueError("the collection has no hot spots")
@@ -132,6 +134,7 @@ class PatrolSimulator:
         self.seed = seed
         self.start_ms = start_ms
         self.signal_loss_s = signal_loss_s
+        self.report_s = report_s
         union = shapely.union_all([h.geometry for h in collection.hotspots])
         self.projection = LocalProjection.centred_on(union)
         self._kx, self._ky = metres_per_degree(self.projection.lat0)
@@ -188,6 +191,12 @@ class PatrolSimulator:
     def next_ping_ms(self) -> int:
         """When the next report (possibly silent) is due."""
         return self._queue[0][0]
+
+    def station_lonlat(self) -> tuple[float, float]:
+        """A point outside every hot spot (500 m beyond the south-west corner of the area the
+        units walk in), where units report from off duty."""
+        xmin, ymin, _, _ = self._bounds
+        return self.to_lonlat(xmin - 500.0, ymin - 500.0)
 
     def to_lonlat(self, x: float, y: float) -> tuple[float, float]:
         """Local metres back to lon/lat degrees."""
@@ -336,7 +345,7 @@ class PatrolSimulator:
         rng = unit.rng
         if rng.random() < _SLOW_REPORT_P:
             return int(rng.uniform(12.0, 20.0) * 1000)
-        return int(rng.uniform(*_REPORT_S) * 1000)
+        return int(rng.uniform(*self.report_s) * 1000)
 
     def _move(self, unit: _Unit, to_ms: int) -> None:
         """Advance ``unit`` from ``unit.t_ms`` to ``to_ms`` (reports are at most 20 s apart)."""
@@ -410,3 +419,172 @@ class PatrolSimulator:
             "accuracy_m": round(accuracy, 1),
             "unit_type": unit.unit_type,
         }
+
+
+# -- a month to evaluate (``hotspot simulate --days``) -------------------------------------------
+
+#: crime per day on a patrol day, as a share of the hot spot's base rate
+PATROL_DAY_EFFECT = 0.65
+#: the same on a non-patrol day 1 or 2 days after the hot spot's last patrol day (then 1.0)
+RESIDUAL_EFFECT = {1: 0.8, 2: 0.9}
+#: crime types drawn, with their Cambridge-style harm weights
+CRIME_HARM = {"violence_with_injury": 120.0, "robbery": 365.0, "public_order": 10.0, "theft": 7.0}
+_CRIME_MIX = (
+    ("violence_with_injury", 0.3),
+    ("robbery", 0.05),
+    ("public_order", 0.35),
+    ("theft", 0.3),
+)
+#: the patrol shift and the end-of-shift report from the station, local wall times
+_SHIFT = ((15, 0), (19, 0))
+_STATION_REPORT = (21, 0)
+_MONTH_REPORT_S = (30.0, 50.0)
+_TASKED_P = 0.55
+_MONTH_WINDOWS: dict[str, list[dict[str, Any]]] = {
+    "HS-01": [{"days": "daily", "start": "14:00", "end": "20:00", "required_minutes": 15, "min_visit_minutes": 5, "unit_types": ["police", "pcso"]}],
+    "HS-02": [{"days": "daily", "start": "14:00", "end": "20:00", "required_minutes": 30, "unit_types": ["outreach"]}],
+    "HS-03": [{"days": "daily", "start": "16:00", "end": "18:00", "required_minutes": 15, "min_visit_minutes": 5}],
+    "HS-04": [],
+    "HS-05": [{"days": ["fri", "sat"], "start": "15:00", "end": "19:00", "required_minutes": 20, "min_visit_minutes": 5}],
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Month:
+    """What ``hotspot simulate --days`` writes: a hot spot file (GeoJSON object), pings in time
+    order, crimes (``occurred_at, lat, lon, crime_type`` rows), harm weights, and the patrol
+    days the crimes were drawn against: (hot spot id, ISO date) -> patrol day."""
+
+    hotspot_file: dict[str, Any]
+    pings: list[dict[str, Any]]
+    crimes: list[dict[str, Any]]
+    harm_weights: dict[str, float]
+    patrol_days: dict[tuple[str, str], bool]
+    first: str
+    last: str
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    limit, k, product = math.exp(-mean), 0, rng.random()
+    while product > limit:
+        k += 1
+        product *= rng.random()
+    return k
+
+
+def simulate_month(days: int = 28, seed: int = 7, first: str = "2026-10-12") -> Month:
+    """A month of patrols over five of the demo's hot spots, and crimes drawn with a stated
+    effect (``PATROL_DAY_EFFECT``, ``RESIDUAL_EFFECT``) against the patrol days.
+
+    Each date, each hot spot is tasked with probability ``_TASKED_P``; four units (police,
+    pcso, outreach, security) patrol the tasked ones through the shift, reporting every
+    30-50 s, then report once from a station outside every hot spot (which ends their visits
+    and, in a replay, settles the day's windows). The patrol days are decided from the pings
+    with the worker's own presence rules and the report's patrol-day rule, so the crimes follow
+    what the ledger will show. The default dates cross the end of British summer time.
+    """
+    from datetime import date as date_cls
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from geofences.evaluation.daily import daily
+    from geofences.evaluation.inputs import LedgerVisit, local_day_ms
+    from geofences.hotspots import demo_hotspots_path, parse_hotspots
+    from geofences.index import HotSpotIndex
+    from geofences.pings import ping_from_obj
+    from geofences.presence import DwellEvent, PresenceSettings, walk
+
+    if days < 1:
+        raise ValueError("days must be at least 1")
+    import json
+
+    demo = json.loads(demo_hotspots_path().read_text(encoding="utf-8"))
+    features = []
+    for feature in demo["features"]:
+        hotspot_id = feature["properties"]["id"]
+        if hotspot_id in _MONTH_WINDOWS:
+            properties = dict(feature["properties"], windows=_MONTH_WINDOWS[hotspot_id])
+            features.append(dict(feature, properties=properties))
+    hotspot_file = {"type": "FeatureCollection", "timezone": "Europe/London", "features": features}
+    collection = parse_hotspots(hotspot_file)
+    zone = ZoneInfo(collection.timezone)
+    start_day = date_cls.fromisoformat(first)
+    dates = [start_day + timedelta(days=n) for n in range(days)]
+    rng = random.Random(f"hotspot-month:{seed}")
+
+    def local_ms(day: date_cls, hm: tuple[int, int]) -> int:
+        return int(datetime(day.year, day.month, day.day, *hm, tzinfo=zone).timestamp() * 1000)
+
+    pings: list[dict[str, Any]] = []
+    for n, day in enumerate(dates):
+        tasked = [h for h in collection.hotspots if rng.random() < _TASKED_P]
+        if not tasked:
+            continue
+        shift = HotSpotCollection(tuple(tasked), collection.timezone)
+        simulator = PatrolSimulator(
+            shift, units=4, seed=seed * 1000 + n, start_ms=local_ms(day, _SHIFT[0]),
+            report_s=_MONTH_REPORT_S,
+        )  # fmt: skip
+        pings.extend(simulator.pings_until(local_ms(day, _SHIFT[1])))
+        station_ms = local_ms(day, _STATION_REPORT)
+        lon, lat = simulator.station_lonlat()
+        for unit in simulator.units:
+            pings.append(
+                {
+                    "unit_id": unit.unit_id, "ts": format_ms(station_ms), "lat": round(lat, 7),
+                    "lon": round(lon, 7), "accuracy_m": 8.0, "unit_type": unit.unit_type,
+                }
+            )  # fmt: skip
+    pings.sort(key=lambda p: (p["ts"], p["unit_id"]))
+
+    index = HotSpotIndex(collection.hotspots)
+    parsed = [ping_from_obj(p) for p in pings]
+    _, events = walk(
+        parsed,
+        lambda p: index.containing(p.lon, p.lat),
+        lambda p, hotspot_id: index.distance_m(p.lon, p.lat, hotspot_id),
+        PresenceSettings(),
+    )
+    visits = [
+        LedgerVisit(e.event_id, e.hotspot_id, e.unit_id, e.unit_type, e.enter_ms, e.exit_ms, e.exit_reason.value)
+        for e in events
+        if isinstance(e, DwellEvent)
+    ]  # fmt: skip
+    rows = daily(collection, visits, [], dates[0], dates[-1], {}).rows
+    patrol_days = {(r.hotspot_id, r.date.isoformat()): r.patrol_day for r in rows}
+
+    crimes: list[dict[str, Any]] = []
+    for hotspot in collection.hotspots:
+        base = rng.uniform(3.0, 6.0)
+        xmin, ymin, xmax, ymax = hotspot.geometry.bounds
+        last_patrol: int | None = None
+        for n, day in enumerate(dates):
+            if patrol_days[(hotspot.id, day.isoformat())]:
+                last_patrol, factor = n, PATROL_DAY_EFFECT
+            elif last_patrol is None:
+                factor = 1.0
+            else:
+                factor = RESIDUAL_EFFECT.get(n - last_patrol, 1.0)
+            lo, hi = local_day_ms(day, collection.timezone)
+            for _ in range(_poisson(rng, base * factor)):
+                while True:
+                    lon, lat = rng.uniform(xmin, xmax), rng.uniform(ymin, ymax)
+                    if shapely.intersects_xy(hotspot.geometry, lon, lat):
+                        break
+                pick, crime_type = rng.random(), _CRIME_MIX[-1][0]
+                for name, share in _CRIME_MIX:
+                    if pick < share:
+                        crime_type = name
+                        break
+                    pick -= share
+                crimes.append(
+                    {
+                        "occurred_at": format_ms(rng.randrange(lo, hi)),
+                        "lat": round(lat, 7), "lon": round(lon, 7), "crime_type": crime_type,
+                    }
+                )  # fmt: skip
+    crimes.sort(key=lambda c: (c["occurred_at"], c["lat"]))
+    return Month(
+        hotspot_file, pings, crimes, dict(CRIME_HARM), patrol_days,
+        dates[0].isoformat(), dates[-1].isoformat(),
+    )  # fmt: skip

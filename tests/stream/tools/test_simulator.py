@@ -187,3 +187,20 @@ def test_unit_count_and_validation(collection: HotSpotCollection) -> None:
     assert ids == {"police-01", "pcso-01", "outreach-01"}
     with pytest.raises(ValueError):
         PatrolSimulator(collection, units=0)
+
+
+def test_a_simulated_month_is_reproducible_and_its_crimes_lie_in_hot_spots() -> None:
+    from geofences.hotspots import parse_hotspots
+    from geofences.index import HotSpotIndex
+    from stream.tools.simulator import simulate_month
+
+    month = simulate_month(days=3, seed=5, first="2026-10-24")
+    again = simulate_month(days=3, seed=5, first="2026-10-24")
+    assert month == again
+    assert (month.first, month.last) == ("2026-10-24", "2026-10-26")
+    assert [p["ts"] for p in month.pings] == sorted(p["ts"] for p in month.pings)
+    index = HotSpotIndex(parse_hotspots(month.hotspot_file).hotspots)
+    assert month.crimes
+    assert all(index.containing(c["lon"], c["lat"]) for c in month.crimes)
+    assert len(month.patrol_days) == 3 * 5
+    assert simulate_month(days=3, seed=6, first="2026-10-24").pings != month.pings

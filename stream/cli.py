@@ -15,6 +15,7 @@ from typing import Any
 from geofences.errors import HotSpotFileError
 from geofences.hotspots import HotSpotCollection, demo_hotspots_path, load_hotspots
 from stream import logs
+from stream.kafka import add_security_options, security_from_args
 from stream.worker.settings import (
     WORKER_OPTIONS,
     Option,
@@ -44,6 +45,7 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
             shown += f", default {option.default or 'unset'}"
         text = f"{option.help}; {shown}" if option.help else shown
         parser.add_argument(option.flag, default=None, help=text)
+    add_security_options(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -98,7 +100,7 @@ def run_worker(settings: Settings) -> int:
         return _die(str(exc))
     if tansu.is_tansu(info.cluster_id) and settings.broker_workarounds:
         plan = TopicPlan(settings.topics, settings.app_id, info.partitions)
-        tansu.install(settings.bootstrap_servers[0], plan.ping_topics)
+        tansu.install(settings.bootstrap_servers[0], plan.ping_topics, settings.kafka)
     settings = resolve_session_timeout(settings, tansu.is_tansu(info.cluster_id))
 
     import faust
@@ -169,6 +171,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     try:
         _read_flag(args, "HOTSPOT_PARTITIONS", "8", count)
+        args.security = security_from_args(args)
     except SettingError as exc:
         return _die(str(exc), EXIT_USAGE)
 
@@ -266,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=float, default=None, help="pings per second (default: as fast as possible)"
     )
     replay.add_argument("--no-progress", action="store_true")
+    add_security_options(replay)
     replay.set_defaults(func=cmd_replay)
 
     bench = sub.add_parser("bench", help="measure throughput, latency and memory on synthetic load")

@@ -23,7 +23,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.conn import create_conn
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 from aiokafka.protocol.metadata import MetadataRequest
@@ -396,7 +396,7 @@ async def connect_admin(
         await asyncio.wait_for(admin.start(), timeout_s)
     except Exception as exc:  # aiokafka's SCRAM lets a KeyError out on refused credentials
         await close_quietly(admin)
-        refused = await why_refused(url, security, min(timeout_s, 10.0))
+        refused = await why_refused(url, security, min(timeout_s, 5.0))
         if refused is not None:
             raise refused from None
         detail = security.scrub(str(exc) or type(exc).__name__)
@@ -417,11 +417,22 @@ async def why_refused(url: str, security: KafkaSecurity, timeout_s: float) -> Br
         except ValueError:
             continue
         try:
-            _, writer = await asyncio.wait_for(
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        except (OSError, TimeoutError):
+            continue  # not even TCP: unreachable, as the caller says
+        await _close(writer)
+        try:
+            reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
                     host, port, ssl=context, server_hostname=host if context else None
                 ),
                 timeout_s,
+            )
+            # TLS 1.3 refuses a client certificate after the handshake: the server hangs up
+            closed = context is not None and await _hangs_up(reader)
+        except TimeoutError:
+            return BrokerRefused(
+                f"{over}: no answer to the TLS handshake; does {server} speak TLS?"
             )
         except ssl.SSLCertVerificationError as exc:
             return BrokerRefused(f"{over}: certificate verify failed ({exc.verify_message})")
@@ -429,11 +440,16 @@ async def why_refused(url: str, security: KafkaSecurity, timeout_s: float) -> Br
             return BrokerRefused(
                 f"{over}: TLS handshake failed ({_ssl_reason(exc)}); does {server} speak TLS?"
             )
-        except (OSError, TimeoutError):
+        except OSError:
             continue
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
+        await _close(writer)
+        if closed:
+            wanted = (
+                "did it refuse the client certificate?"
+                if security.ssl_certfile
+                else f"does it require a client certificate ({_ENV['ssl_certfile']})?"
+            )
+            return BrokerRefused(f"{over}: the broker hung up after the TLS handshake; {wanted}")
         try:
             conn = await asyncio.wait_for(
                 create_conn(
@@ -452,6 +468,20 @@ async def why_refused(url: str, security: KafkaSecurity, timeout_s: float) -> Br
     return None
 
 
+async def _hangs_up(reader: asyncio.StreamReader) -> bool:
+    """Whether the server closes a fresh connection within a second, unasked."""
+    try:
+        return await asyncio.wait_for(reader.read(1), 1.0) == b""
+    except TimeoutError:
+        return False
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+
+
 def _refusal(over: str, security: KafkaSecurity, exc: BaseException) -> BrokerRefused:
     """The one line for a connection that was made but then failed (in TLS or SASL)."""
     cause: BaseException | None = exc
@@ -461,12 +491,20 @@ def _refusal(over: str, security: KafkaSecurity, exc: BaseException) -> BrokerRe
         return BrokerRefused(f"{over}: TLS failed ({_ssl_reason(cause)})")
     detail = security.scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     if security.uses_sasl:
+        who = f"{security.sasl_mechanism} as {security.sasl_username}"
+        if isinstance(exc, KafkaConnectionError):
+            return BrokerRefused(
+                f"{over}: the broker closed the connection in SASL authentication ({who}); "
+                "does it offer that mechanism, and know that user?"
+            )
         if isinstance(exc, KeyError | ValueError):  # aiokafka's SCRAM on the server's error
             detail = "authentication failed"
         return BrokerRefused(
             f"{over}: the broker refused the SASL credentials "
             f"({security.sasl_mechanism} as {security.sasl_username}): {detail}"
         )
+    if isinstance(exc, KafkaConnectionError):
+        detail = "the broker closed the connection; does it expect TLS or SASL?"
     return BrokerRefused(f"{over}: {detail}")
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from stream import logs
 from stream.kafka import KafkaSecurity, bootstrap_servers, ensure_topic
 
 _NUMERIC = ("lat", "lon", "accuracy_m")
@@ -131,7 +132,8 @@ async def replay_file(args: argparse.Namespace) -> int:
     path = Path(args.file)
     messages = list(read_pings(path))
     security: KafkaSecurity = args.security
-    await ensure_topic(args.broker, args.topic, args.partitions, security=security)
+    with logs.quiet_clients():  # a broker that cannot be reached is told in one line
+        await ensure_topic(args.broker, args.topic, args.partitions, security=security)
     progress = Progress(len(messages), not args.no_progress)
     sent = await publish(
         args.broker, args.topic, messages, rate=args.rate, progress=progress, security=security

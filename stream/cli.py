@@ -93,6 +93,7 @@ def run_worker(settings: Settings) -> int:
             + (f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else "")
         )
     logs.configure(settings.log_level, settings.log_format)
+    logs.log.info("kafka: %s over %s", settings.broker, settings.kafka.describe())
     try:
         with logs.quiet_clients():  # the reason is the one line said below
             info = asyncio.run(prepare_broker(settings))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import logging
 import ssl
 import warnings
 from collections.abc import Callable, Iterator
@@ -425,8 +426,9 @@ def test_the_settings_reach_the_feed_and_the_webhook_outbox(pki: dict[str, Path]
 @pytest.mark.usefixtures("quiet_unclosed")
 @pytest.mark.parametrize("protocol", ["SSL", "SASL_PLAINTEXT", "SASL_SSL"])
 def test_the_settings_reach_the_faust_apps_clients(
-    protocol: str, pki: dict[str, Path], tmp_path: Path
+    protocol: str, pki: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     env = sasl_ssl_env(pki)
     env["HOTSPOT_KAFKA_SECURITY_PROTOCOL"] = protocol
     if protocol == "SSL":
@@ -454,6 +456,7 @@ def test_the_settings_reach_the_faust_apps_clients(
     if protocol != "SASL_PLAINTEXT":
         assert client._ssl_context.get_ca_certs()
     assert client._sasl_plain_password == expected.get("sasl_plain_password")
+    assert caplog.records and SECRET not in caplog.text  # not even at DEBUG
 
 
 KAFKA_CLIENTS = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaClient", "AIOKafkaAdminClient"}

@@ -137,7 +137,7 @@ def _readable_file(text: str) -> Path | None:
         return None
     path = Path(text)
     if not path.is_file():
-        raise ValueError(f"no such file: {text}")
+        raise ValueError(f"{'not a file' if path.exists() else 'no such file'}: {text}")
     try:
         with path.open("rb"):
             pass

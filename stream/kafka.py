@@ -396,7 +396,7 @@ async def connect_admin(
         await asyncio.wait_for(admin.start(), timeout_s)
     except Exception as exc:  # aiokafka's SCRAM lets a KeyError out on refused credentials
         await close_quietly(admin)
-        refused = await why_refused(url, security, min(timeout_s, 5.0))
+        refused = await why_refused(url, security, min(timeout_s, 4.0))
         if refused is not None:
             raise refused from None
         detail = security.scrub(str(exc) or type(exc).__name__)

@@ -266,6 +266,20 @@ def test_flags_win_over_the_environment(pki: dict[str, Path]) -> None:
         security_from_args(parser.parse_args(["--kafka-ssl-cafile", "/nope"]), {})
 
 
+def test_replay_refuses_a_bad_security_setting_with_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pings = tmp_path / "pings.jsonl"
+    pings.write_text("{}\n")
+    argv = ["replay", str(pings), "--kafka-security-protocol", "SASL_SSL"]
+    assert cli.main([*argv, "--kafka-sasl-password", SECRET]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err == (
+        "hotspot: HOTSPOT_KAFKA_SASL_MECHANISM: required with "
+        "HOTSPOT_KAFKA_SECURITY_PROTOCOL=SASL_SSL\n"
+    )
+
+
 def test_the_worker_and_replay_take_every_security_flag() -> None:
     parser = cli.build_parser()
     for command in ("worker", "replay"):

@@ -74,7 +74,7 @@ class KafkaSecurity:
         the system's), or None without TLS."""
         if not self.uses_tls:
             return None
-        context = create_ssl_context(
+        context: ssl.SSLContext = create_ssl_context(
             cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
         )
         context.check_hostname = self.ssl_check_hostname
@@ -341,6 +341,7 @@ def add_security_options(parser: argparse.ArgumentParser) -> None:
     secret."""
     group = parser.add_argument_group("Kafka security (each also its HOTSPOT_KAFKA_* variable)")
     for option in SECURITY_OPTIONS.values():
+        assert option.flag is not None  # every security option is a flag
         group.add_argument(option.flag, default=None, help=security_help(option))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import gc
 import logging
 import ssl
 import warnings
@@ -362,10 +363,12 @@ def assert_secured(instance: Any, security: KafkaSecurity) -> None:
 
 @pytest.fixture
 def quiet_unclosed() -> Iterator[None]:
-    """The recorded clients are never started, so never closed: aiokafka warns of that."""
+    """The recorded clients are never started, so never closed: aiokafka warns of that when
+    they are collected, which happens here rather than in whatever test runs next."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         yield
+        gc.collect()
 
 
 def _settings(security: KafkaSecurity, tmp_path: Path) -> Settings:

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from geofences.errors import HotSpotFileError
 from geofences.hotspots import HotSpotCollection, demo_hotspots_path, load_hotspots
 from stream import logs
+from stream.kafka import add_security_options, security_from_args
 from stream.worker.settings import (
     WORKER_OPTIONS,
     Option,
@@ -46,6 +47,7 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
             shown += f", default {option.default or 'unset'}"
         text = f"{option.help}; {shown}" if option.help else shown
         parser.add_argument(option.flag, default=None, help=text)
+    add_security_options(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -93,6 +95,7 @@ def run_worker(settings: Settings) -> int:
             + (f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else "")
         )
     logs.configure(settings.log_level, settings.log_format)
+    logs.log.info("kafka: %s over %s", settings.broker, settings.kafka.describe())
     try:
         with logs.quiet_clients():  # the reason is the one line said below
             info = asyncio.run(prepare_broker(settings))
@@ -100,7 +103,7 @@ def run_worker(settings: Settings) -> int:
         return _die(str(exc))
     if tansu.is_tansu(info.cluster_id) and settings.broker_workarounds:
         plan = TopicPlan(settings.topics, settings.app_id, info.partitions)
-        tansu.install(settings.bootstrap_servers[0], plan.ping_topics)
+        tansu.install(settings.bootstrap_servers[0], plan.ping_topics, settings.kafka)
     settings = resolve_session_timeout(settings, tansu.is_tansu(info.cluster_id))
 
     import faust
@@ -171,6 +174,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     try:
         _read_flag(args, "HOTSPOT_PARTITIONS", "8", count)
+        args.security = security_from_args(args)
     except SettingError as exc:
         return _die(str(exc), EXIT_USAGE)
 
@@ -217,6 +221,10 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     except (ValueError, ZoneInfoNotFoundError):
         return _die(f"--timezone: unknown time zone {args.timezone!r}", EXIT_USAGE)
     try:
+        security = security_from_args(args)
+    except SettingError as exc:
+        return _die(str(exc), EXIT_USAGE)
+    try:
         return asyncio.run(
             run_ledger(
                 args.broker,
@@ -226,6 +234,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
                 args.timezone,
                 Path(args.out),
                 progress=not args.no_progress,
+                security=security,
             )
         )
     except BrokerUnreachable as exc:
@@ -386,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=float, default=None, help="pings per second (default: as fast as possible)"
     )
     replay.add_argument("--no-progress", action="store_true")
+    add_security_options(replay)
     replay.set_defaults(func=cmd_replay)
 
     bench = sub.add_parser("bench", help="measure throughput, latency and memory on synthetic load")
@@ -412,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ledger.add_argument("--out", required=True, help="FILE.csv, or JSONL for any other name")
     ledger.add_argument("--no-progress", action="store_true")
+    add_security_options(ledger)
     ledger.set_defaults(func=cmd_ledger)
 
     report = sub.add_parser("report", help="evaluate patrol days against other days from a ledger")

@@ -64,6 +64,7 @@ from aiokafka.structs import TopicPartition
 from prometheus_client import Counter
 
 from geofences.coverage import Alert, render_text
+from stream.kafka import KafkaSecurity
 from stream.worker.faust_internals import coordinator_request, group_coordinator
 
 if TYPE_CHECKING:
@@ -273,6 +274,7 @@ class WebhookDispatcher:
         hotspot_names: Mapping[str, str],
         tz_name: str,
         *,
+        security: KafkaSecurity,
         clock: Callable[[], float] = time.time,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 60.0,
@@ -282,6 +284,7 @@ class WebhookDispatcher:
         session_timeout_s: float = 10.0,
     ) -> None:
         self.bootstrap = bootstrap
+        self.security = security
         self.topic = topic
         self.group_id = group_id
         self.endpoints = tuple(endpoints)
@@ -327,6 +330,7 @@ class WebhookDispatcher:
             endpoints_from_env() if endpoints is None else endpoints,
             hotspot_names,
             tz_name,
+            security=settings.kafka,
             **options,
         )
 
@@ -335,6 +339,20 @@ class WebhookDispatcher:
         return self._consumer is not None
 
     # -- life cycle -----------------------------------------------------------------------
+
+    def new_consumer(self) -> AIOKafkaConsumer:
+        """The outbox's consumer of the alerts topic, in its group (not started)."""
+        return AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            client_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=round(self.session_timeout_s * 1000),
+            heartbeat_interval_ms=max(100, min(3000, round(self.session_timeout_s * 1000 / 3))),
+            **self.security.client_kwargs(),
+        )
 
     async def start(self) -> None:
         """Connect to the broker and join the consumer group (idempotent)."""
@@ -348,16 +366,7 @@ class WebhookDispatcher:
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             headers={"User-Agent": USER_AGENT},
         )
-        consumer = AIOKafkaConsumer(
-            self.topic,
-            bootstrap_servers=self.bootstrap,
-            group_id=self.group_id,
-            client_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=round(self.session_timeout_s * 1000),
-            heartbeat_interval_ms=max(100, min(3000, round(self.session_timeout_s * 1000 / 3))),
-        )
+        consumer = self.new_consumer()
         try:
             await consumer.start()  # returns once the group has assigned partitions
         except BaseException:

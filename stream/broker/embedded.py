@@ -57,10 +57,14 @@ def start_broker(
     quiet: bool = True,
     timeout_s: float = 20.0,
     advertised_port: int | None = None,
+    authentication: bool = False,
 ) -> EmbeddedBroker:
     """Start Tansu on ``host:port`` (a free port when ``None``) and wait until it accepts
     connections. With ``advertised_port`` the broker tells clients to reach it there (a proxy in
-    front of it, which then carries every connection after the first)."""
+    front of it, which then carries every connection after the first). With
+    ``authentication`` it requires SASL (SCRAM only); with memory storage it starts with no
+    user and refuses to create one before a client has authenticated, so it refuses every
+    client: what it is good for is a refusal."""
     port = port or free_port(host)
     if port_open(host, port):
         raise BrokerError(f"port {port} on {host} is already in use")
@@ -77,6 +81,8 @@ def start_broker(
         "--cluster-id",
         EMBEDDED_CLUSTER_ID,
     ]
+    if authentication:
+        command.append("--authentication")
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "warn")
     output = subprocess.DEVNULL if quiet else None

@@ -27,6 +27,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from stream.kafka import KafkaSecurity
 from stream.worker import faust_internals as internals
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def is_tansu(cluster_id: str | None) -> bool:
 
 
 async def true_end_offsets(
-    bootstrap: str, reported: Mapping[TopicPartition, int]
+    bootstrap: str, reported: Mapping[TopicPartition, int], security: KafkaSecurity
 ) -> dict[TopicPartition, int]:
     """End offsets corrected from Fetch high watermarks; partitions reported empty stay 0."""
     result = dict(reported)
@@ -89,7 +90,11 @@ async def true_end_offsets(
     if not nonempty:
         return result
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=50
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=50,
+        **security.client_kwargs(),
     )
     await consumer.start()
     try:
@@ -113,7 +118,7 @@ async def true_end_offsets(
     return result
 
 
-def install(bootstrap: str, ping_topics: Collection[str]) -> None:
+def install(bootstrap: str, ping_topics: Collection[str], security: KafkaSecurity) -> None:
     """Make Faust's aiokafka consumer thread see the true end offsets in table recovery, and
     its consumer fetch with a short wait, longer while behind on ``ping_topics``."""
     global _installed
@@ -121,7 +126,7 @@ def install(bootstrap: str, ping_topics: Collection[str]) -> None:
         return
 
     async def correct(reported: Mapping[TopicPartition, int]) -> Mapping[TopicPartition, int]:
-        corrected = await true_end_offsets(bootstrap, reported)
+        corrected = await true_end_offsets(bootstrap, reported, security)
         if corrected != dict(reported):
             log.info("tansu: corrected changelog end offsets %s -> %s", dict(reported), corrected)
         return corrected

@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from geofences.timefmt import parse_rfc3339_ms
+from stream.kafka import KafkaSecurity
 from stream.worker.faust_internals import refresh_metadata
 from stream.worker.topics import MAX_BATCH_BYTES
 
@@ -77,22 +78,30 @@ class Feed:
         return chosen[-limit:] if limit > 0 else []
 
 
+def feed_consumer(bootstrap: list[str], security: KafkaSecurity) -> AIOKafkaConsumer:
+    """The feed's consumer: no group, it reads every partition of the output topics."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=FEED_FETCH_WAIT_MS,
+        max_partition_fetch_bytes=MAX_BATCH_BYTES,
+        **security.client_kwargs(),
+    )
+
+
 async def read_outputs(
     feed: Feed,
     bootstrap: list[str],
     topics: Mapping[str, str],
     should_stop: Callable[[], bool],
     event_history: int = 100,
+    *,
+    security: KafkaSecurity,
 ) -> None:
     """Fill ``feed`` from the output topics until ``should_stop()``: ``topics`` maps a feed kind
     (``geofence``, ``dwell``, ``alert``) to its topic. For ``app.task``."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=FEED_FETCH_WAIT_MS,
-        max_partition_fetch_bytes=MAX_BATCH_BYTES,
-    )
+    consumer = feed_consumer(bootstrap, security)
     kinds = {topic: kind for kind, topic in topics.items()}
     while not should_stop():
         try:

@@ -15,7 +15,6 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -28,20 +27,20 @@ from geofences.evaluation.inputs import (
     unique_visits,
     visit_from_dwell,
 )
-from stream.kafka import BrokerUnreachable, bootstrap_servers
+from stream.kafka import BrokerUnreachable, KafkaSecurity, bootstrap_servers, why_refused
 from stream.tools.replay import Progress
 from stream.worker.faust_internals import refresh_metadata
 
 
-def ledger_consumer(bootstrap: list[str], **client_kwargs: Any) -> AIOKafkaConsumer:
-    """The ledger's consumer: no group, no commits. ``client_kwargs`` are passed to aiokafka
-    as they are: the place for the Kafka security settings of every client."""
+def ledger_consumer(bootstrap: list[str], security: KafkaSecurity) -> AIOKafkaConsumer:
+    """The ledger's consumer: no group, no commits, the Kafka security settings of every
+    client."""
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        **client_kwargs,
+        **security.client_kwargs(),
     )
 
 
@@ -64,17 +63,21 @@ async def read_dwell_events(
     *,
     on_progress: Callable[[int, int], None] | None = None,
     timeout_s: float = 20.0,
-    client_kwargs: dict[str, Any] | None = None,
+    security: KafkaSecurity,
 ) -> tuple[list[LedgerVisit], list[str]]:
     """Every DwellEvent of ``topic`` from the beginning to its end: (visits, one line per value
     that is not one, ``topic/partition@offset: reason``). ``on_progress(done, total)`` after
     each batch, total being the records known so far."""
-    consumer = ledger_consumer(bootstrap_servers(url), **(client_kwargs or {}))
+    consumer = ledger_consumer(bootstrap_servers(url), security)
     try:
         await asyncio.wait_for(consumer.start(), timeout_s)
     except Exception as exc:  # aiokafka raises several kinds for an unreachable broker
         await consumer.stop()
-        raise BrokerUnreachable(f"cannot reach the broker at {url}: {exc}") from exc
+        refused = await why_refused(url, security, min(timeout_s, 4.0))
+        if refused is not None:
+            raise refused from None
+        detail = security.scrub(str(exc) or type(exc).__name__)
+        raise BrokerUnreachable(f"cannot reach the broker at {url}: {detail}") from None
     visits: list[LedgerVisit] = []
     bad: list[str] = []
     try:
@@ -138,6 +141,8 @@ async def run_ledger(
     tz_name: str,
     out: Path,
     progress: bool = True,
+    *,
+    security: KafkaSecurity,
 ) -> int:
     """Read, select, write; one line on stderr saying what was written."""
     bar: Progress | None = None
@@ -149,7 +154,7 @@ async def run_ledger(
         bar.total = max(total, 1)
         bar.advance(done - bar.done)
 
-    visits, bad = await read_dwell_events(url, topic, on_progress=show)
+    visits, bad = await read_dwell_events(url, topic, on_progress=show, security=security)
     if bar is not None:
         bar.close()
     for line in bad:

@@ -57,7 +57,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from geofences.hotspots import HotSpotCollection, demo_hotspots_path, load_hotspots
 from geofences.timefmt import format_ms, parse_rfc3339_ms
 from stream.broker.embedded import BrokerError, EmbeddedBroker, start_broker
-from stream.kafka import BrokerUnreachable, bootstrap_servers, ensure_topic
+from stream.kafka import PLAINTEXT, BrokerUnreachable, bootstrap_servers, ensure_topic
 from stream.tools.processes import WorkerExited, WorkerProcess, port_open
 from stream.tools.simulator import PatrolSimulator
 
@@ -135,7 +135,7 @@ class Demo:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop.set)
         try:
-            await ensure_topic(self.broker.url, PINGS, PARTITIONS)
+            await ensure_topic(self.broker.url, PINGS, PARTITIONS, security=PLAINTEXT)
             self.start_worker()
             _say(f"  worker log    {self.log_path}")
             _say("  waiting for the worker to be ready ...")
@@ -233,7 +233,10 @@ class Demo:
         last_ts: dict[str, int] = {}
         next_status = loop_time() + STATUS_EVERY_S
         producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers(self.broker.url), linger_ms=5, acks=1
+            bootstrap_servers=bootstrap_servers(self.broker.url),
+            linger_ms=5,
+            acks=1,
+            **PLAINTEXT.client_kwargs(),
         )
         await producer.start()
         try:
@@ -274,6 +277,7 @@ class Demo:
             group_id=None,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
+            **PLAINTEXT.client_kwargs(),
         )
         await consumer.start()
         try:

@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from stream.kafka import SECURITY_OPTIONS
+
 #: the checkout this module belongs to: what a worker subprocess imports ``stream`` from
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,9 +61,13 @@ def terminate(process: subprocess.Popen[Any], timeout_s: float) -> bool:
 
 
 def worker_env(base: Mapping[str, str], overrides: Mapping[str, str]) -> dict[str, str]:
-    """The environment of a worker subprocess: ``base`` (the caller's), this checkout first
-    on ``PYTHONPATH``, then ``overrides`` (``HOTSPOT_*`` settings) over both."""
-    env = dict(base)
+    """The environment of a worker subprocess: ``base`` (the caller's) less its Kafka security
+    settings, this checkout first on ``PYTHONPATH``, then ``overrides`` (``HOTSPOT_*``
+    settings) over both. The broker of a demo, bench or test worker is the one its caller
+    names, and so is how it is secured: an operator's ``HOTSPOT_KAFKA_*`` for another
+    cluster must not reach it."""
+    security = {option.env for option in SECURITY_OPTIONS.values()}
+    env = {name: value for name, value in base.items() if name not in security}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), base.get("PYTHONPATH")) if p)
     env.update(overrides)
     return env

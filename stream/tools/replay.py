@@ -16,7 +16,8 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from stream.kafka import bootstrap_servers, ensure_topic
+from stream import logs
+from stream.kafka import KafkaSecurity, bootstrap_servers, ensure_topic
 
 _NUMERIC = ("lat", "lon", "accuracy_m")
 
@@ -97,10 +98,15 @@ async def publish(
     *,
     rate: float | None = None,
     progress: Progress | None = None,
+    security: KafkaSecurity,
 ) -> int:
     """Send messages in order; returns how many were sent."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers(url), linger_ms=5, max_batch_size=256 * 1024, acks=1
+        bootstrap_servers=bootstrap_servers(url),
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        acks=1,
+        **security.client_kwargs(),
     )
     await producer.start()
     try:
@@ -125,9 +131,13 @@ async def publish(
 async def replay_file(args: argparse.Namespace) -> int:
     path = Path(args.file)
     messages = list(read_pings(path))
-    await ensure_topic(args.broker, args.topic, args.partitions)
+    security: KafkaSecurity = args.security
+    with logs.quiet_clients():  # a broker that cannot be reached is told in one line
+        await ensure_topic(args.broker, args.topic, args.partitions, security=security)
     progress = Progress(len(messages), not args.no_progress)
-    sent = await publish(args.broker, args.topic, messages, rate=args.rate, progress=progress)
+    sent = await publish(
+        args.broker, args.topic, messages, rate=args.rate, progress=progress, security=security
+    )
     progress.close()
     print(f"hotspot: replayed {sent} pings from {path} to {args.topic}", file=sys.stderr)
     return 0

@@ -19,6 +19,7 @@ from itertools import chain
 from typing import Any
 
 import faust
+from faust.types.auth import CredentialsT
 
 from geofences.hotspots import HotSpotCollection
 from geofences.index import HotSpotIndex
@@ -27,7 +28,7 @@ from stream.alerts.webhooks import WebhookDispatcher, endpoints_from_env
 from stream.control_room.access import Access
 from stream.control_room.feed import Feed, read_outputs
 from stream.control_room.server import ControlRoom
-from stream.kafka import broker_answers
+from stream.kafka import KafkaSecurity, broker_answers
 from stream.records import Consumed, Message, Outgoing, Record
 from stream.worker import memory, metrics
 from stream.worker.checkpoint import Changelog, Checkpoint
@@ -58,6 +59,24 @@ BROKER_PROBE_S = 2.0
 YIELD_BYTES = 64 * 1024
 
 RAW = {"key_serializer": "raw", "value_serializer": "raw"}
+
+
+def broker_credentials(security: KafkaSecurity) -> CredentialsT | None:
+    """Faust's form of the security settings, for every client the app makes (its producer,
+    consumers and topic creation): Faust hands ``SSLCredentials``' context, and
+    ``SASLCredentials``' mechanism, user, password and context (SASL_SSL when it has one), to
+    aiokafka as they are. The context is :meth:`KafkaSecurity.ssl_context`: the CA bundle,
+    the client certificate for mutual TLS, and the host name check as set."""
+    if security.uses_sasl:
+        return faust.SASLCredentials(
+            username=security.sasl_username,
+            password=security.sasl_password,
+            ssl_context=security.ssl_context(),
+            mechanism=security.sasl_mechanism,
+        )
+    if security.uses_tls:
+        return faust.SSLCredentials(security.ssl_context())
+    return None
 
 
 def batch_records(batches: Iterable[Batch]) -> list[Consumed]:
@@ -111,6 +130,7 @@ class Processor:
         app = HotspotApp(
             s.app_id,
             broker=s.broker,
+            broker_credentials=broker_credentials(s.kafka),
             store="memory://",
             datadir=str(s.data_dir),
             topic_partitions=self.plan.partitions,
@@ -258,6 +278,7 @@ class Processor:
                     "alert": topics.coverage_alerts,
                 },
                 lambda: self.app.should_stop,
+                security=self.settings.kafka,
             )
         finally:
             await self.control_room.close()
@@ -370,7 +391,9 @@ class Processor:
 
     async def _watch_broker(self) -> None:
         """While the logs say the broker is lost, ask it; once it answers, say it is back."""
-        if logs.broker_link.lost and await broker_answers(self.settings.broker):
+        if logs.broker_link.lost and await broker_answers(
+            self.settings.broker, security=self.settings.kafka
+        ):
             logs.broker_link.back()
 
     async def _release_memory(self) -> None:

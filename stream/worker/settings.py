@@ -19,16 +19,8 @@ from typing import Any
 
 from geofences.coverage import CoverageSettings
 from geofences.presence import PresenceSettings
-from stream.kafka import bootstrap_servers
-
-
-class SettingError(ValueError):
-    """A setting that cannot be used; ``name`` is the option or variable it came from."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"{name}: {reason}")
-        self.name = name
-        self.reason = reason
+from stream.kafka import PLAINTEXT, KafkaSecurity, bootstrap_servers, kafka_security
+from stream.options import Option, SettingError, read
 
 
 @dataclass(frozen=True)
@@ -92,6 +84,8 @@ class Settings:
     log_format: str = "text"
     #: the work-arounds for the embedded broker (stream/broker/tansu.py), when it is Tansu
     broker_workarounds: bool = True
+    #: TLS and SASL of every Kafka client the worker makes (``SECURITY_OPTIONS``)
+    kafka: KafkaSecurity = PLAINTEXT
 
     def __post_init__(self) -> None:
         if self.coverage.presence != self.presence:
@@ -237,40 +231,6 @@ def services(value: str) -> tuple[frozenset[str], ...]:
 
 def switch(value: str) -> bool:
     return one_of("auto", "off")(value) == "auto"
-
-
-@dataclass(frozen=True)
-class Option:
-    """One setting: its environment variable, its default (text, as the variable would give
-    it; None: unset), how it is parsed, and its command-line flag if it has one."""
-
-    env: str
-    default: str | None
-    parse: Callable[[str], Any]
-    flag: str | None = None
-    help: str | None = None
-
-    @property
-    def dest(self) -> str | None:
-        """The attribute argparse stores the flag's value under."""
-        return None if self.flag is None else self.flag.lstrip("-").replace("-", "_")
-
-
-def read(option: Option, given: Mapping[str, Any], environ: Mapping[str, str]) -> Any:
-    """An option's value: from its flag if given, else its variable, else its default."""
-    raw = given.get(option.dest) if option.dest else None
-    if raw is not None:
-        name = option.flag or option.env
-    elif option.env in environ:
-        name, raw = option.env, environ[option.env]
-    elif option.default is None:
-        return None
-    else:
-        name, raw = option.env, option.default
-    try:
-        return option.parse(raw)
-    except ValueError as exc:
-        raise SettingError(name, str(exc)) from None
 
 
 _DEFAULT = Settings()
@@ -434,6 +394,7 @@ def worker_settings(given: Mapping[str, Any], environ: Mapping[str, str] | None 
     check_other_settings(env)
     return Settings(
         **values,
+        kafka=kafka_security(given, env),
         topics=TopicNames.from_env(env),
         presence=presence,
         coverage=coverage_from_env(presence, env),

@@ -69,9 +69,10 @@ async def prepare_broker(settings: Settings, timeout_s: float = 20.0) -> BrokerI
     """Reach the broker, learn its cluster id, create missing topics.
 
     Returns the partition count the worker must use (that of an existing pings topic).
-    Raises ``BrokerUnreachable`` with a one-line reason.
+    Raises ``BrokerUnreachable`` with a one-line reason (``BrokerRefused`` when the broker
+    answers but TLS or SASL fails: a worker that retried would retry for ever).
     """
-    admin = await connect_admin(settings.broker, timeout_s)
+    admin = await connect_admin(settings.broker, timeout_s, security=settings.kafka)
     try:
         cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
         counts = await topic_partitions(admin, timeout_s)

@@ -16,6 +16,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from stream.kafka import PLAINTEXT, KafkaSecurity
 from stream.tools.processes import WorkerProcess
 from tests.stream.schemas_check import check_records
 
@@ -60,10 +61,18 @@ def ping_messages(pings: Sequence[dict[str, Any]]) -> list[tuple[bytes | None, b
 
 
 async def _consume(
-    bootstrap: str, topic: str, count: int, timeout_s: float, settle_s: float
+    bootstrap: str,
+    topic: str,
+    count: int,
+    timeout_s: float,
+    settle_s: float,
+    security: KafkaSecurity,
 ) -> list[Any]:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        **security.client_kwargs(),
     )
     await consumer.start()
     try:
@@ -94,12 +103,18 @@ async def _consume(
 
 
 def consume(
-    bootstrap: str, topic: str, count: int, timeout_s: float = 60.0, settle_s: float = 1.0
+    bootstrap: str,
+    topic: str,
+    count: int,
+    timeout_s: float = 60.0,
+    settle_s: float = 1.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[Any]:
     """Records of ``topic`` from the beginning: waits for ``count`` of them, then ``settle_s``
     more to catch any that should not be there. Values of an output topic are checked against
     its JSON Schema (``stream/schemas``)."""
-    return check_records(topic, run(_consume(bootstrap, topic, count, timeout_s, settle_s)))
+    records = run(_consume(bootstrap, topic, count, timeout_s, settle_s, security))
+    return check_records(topic, records)
 
 
 def values(records: Sequence[Any]) -> list[dict[str, Any]]:
@@ -174,6 +189,11 @@ class Worker(WorkerProcess):
         owns. (``/api/units`` merges every worker's part.)"""
         with urllib.request.urlopen(f"{self.web}/api/local", timeout=5) as response:
             return list(orjson.loads(response.read())["units"])
+
+    def feed_events(self) -> list[dict[str, Any]]:
+        """The events the worker's control-room feed has read (``/api/events``)."""
+        with urllib.request.urlopen(f"{self.web}/api/events?limit=1000", timeout=5) as response:
+            return list(orjson.loads(response.read())["events"])
 
     def units_view(self) -> list[dict[str, Any]]:
         """The worker's ``/api/units``: every worker's units, merged."""

@@ -4,20 +4,32 @@ The embedded broker advertises the proxy's port, so every client connection (the
 the ones metadata names) goes through it. :meth:`TcpProxy.cut` closes every connection and stops
 listening, as a network outage between the worker and Kafka would; :meth:`TcpProxy.restore`
 listens again on the same port. The broker and its data stay as they were.
+
+Given a server TLS context, the proxy terminates TLS: clients speak TLS to it (mutual TLS if
+the context requires a client certificate), and it speaks plain Kafka to the broker, as a
+TLS listener of a real cluster would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 from concurrent.futures import Future
 from typing import Any
 
 
 class TcpProxy:
-    def __init__(self, listen_port: int, target_port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        listen_port: int,
+        target_port: int,
+        host: str = "127.0.0.1",
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.host = host
+        self.ssl_context = ssl_context
         self.listen_port = listen_port
         self.target_port = target_port
         self._loop = asyncio.new_event_loop()
@@ -51,7 +63,12 @@ class TcpProxy:
     async def _listen(self) -> None:
         if self._server is None:
             self._server = await asyncio.start_server(
-                self._serve, self.host, self.listen_port, reuse_address=True
+                self._serve,
+                self.host,
+                self.listen_port,
+                reuse_address=True,
+                ssl=self.ssl_context,
+                ssl_handshake_timeout=10 if self.ssl_context else None,
             )
 
     async def _cut(self) -> None:

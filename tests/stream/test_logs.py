@@ -14,7 +14,7 @@ import pytest
 
 from stream import logs
 from stream.broker.embedded import EmbeddedBroker, free_port
-from stream.kafka import broker_answers
+from stream.kafka import PLAINTEXT, broker_answers
 
 
 class FakeClock:
@@ -149,8 +149,10 @@ def test_an_unknown_format_is_refused() -> None:
 
 @pytest.mark.integration
 def test_a_probe_tells_whether_the_broker_answers(broker: EmbeddedBroker) -> None:
-    assert asyncio.run(broker_answers(broker.url))
-    assert not asyncio.run(broker_answers(f"kafka://127.0.0.1:{free_port()}", timeout_s=1.0))
+    assert asyncio.run(broker_answers(broker.url, security=PLAINTEXT))
+    assert not asyncio.run(
+        broker_answers(f"kafka://127.0.0.1:{free_port()}", timeout_s=1.0, security=PLAINTEXT)
+    )
 
 
 @pytest.mark.integration

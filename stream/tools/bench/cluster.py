@@ -20,11 +20,16 @@ from typing import Any
 
 from stream.broker.embedded import EmbeddedBroker, start_broker
 from stream.control_room.feed import FEED_FETCH_WAIT_MS
+from stream.kafka import PLAINTEXT
 from stream.tools.bench.load import Load, Message, partitioned
 from stream.tools.bench.reference import OUT_TOPICS
 from stream.tools.processes import WorkerProcess, free_port
 from stream.worker.faust_internals import refresh_metadata
 from stream.worker.topics import MAX_BATCH_BYTES
+
+#: the bench's clients and workers reach only the embedded broker each run starts: plain TCP
+#: on loopback, whatever the caller's ``HOTSPOT_KAFKA_*`` settings
+BENCH_BROKER = PLAINTEXT
 
 #: how long a bench worker may take to be ready, and to stop after SIGTERM
 READY_TIMEOUT_S = 120.0
@@ -152,7 +157,11 @@ async def produce(
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks=1, linger_ms=5, max_batch_size=MAX_BATCH_BYTES
+        bootstrap_servers=bootstrap,
+        acks=1,
+        linger_ms=5,
+        max_batch_size=MAX_BATCH_BYTES,
+        **BENCH_BROKER.client_kwargs(),
     )
     await producer.start()
     try:
@@ -184,7 +193,10 @@ async def collect(
     from aiokafka.structs import TopicPartition
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FEED_FETCH_WAIT_MS
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=FEED_FETCH_WAIT_MS,
+        **BENCH_BROKER.client_kwargs(),
     )
     await consumer.start()
     got: dict[str, list[bytes]] = {topic: [] for topic in OUT_TOPICS}

@@ -32,7 +32,7 @@ import orjson
 from geofences.timefmt import parse_rfc3339_ms
 from stream.broker.tansu import FETCH_WAIT_MS
 from stream.kafka import ensure_topic, key_partition
-from stream.tools.bench.cluster import cluster, partitions_of
+from stream.tools.bench.cluster import BENCH_BROKER, cluster, partitions_of
 from stream.tools.bench.load import Load, Message
 
 #: the shares of the backlog throughput the curve is measured at
@@ -207,10 +207,13 @@ async def _curve(
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.structs import TopicPartition
 
-    await ensure_topic(f"kafka://{bootstrap}", PRODUCER_TOPIC, PARTITIONS)
+    await ensure_topic(f"kafka://{bootstrap}", PRODUCER_TOPIC, PARTITIONS, security=BENCH_BROKER)
     # Tansu holds a Fetch for its whole wait when records arrive (stream/broker/tansu.py)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_WAIT_MS
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=FETCH_WAIT_MS,
+        **BENCH_BROKER.client_kwargs(),
     )
     await consumer.start()
     tps = [
@@ -233,7 +236,9 @@ async def _curve(
                         ts_ms = parse_rfc3339_ms(event["ts"])
                         samples.append((ts_ms, now_ms - ts_ms))
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=1, acks=1, **BENCH_BROKER.client_kwargs()
+    )
     await producer.start()
     reader = asyncio.create_task(read())
     source = routed_forever(load.messages, PARTITIONS)

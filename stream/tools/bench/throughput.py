@@ -25,7 +25,14 @@ from pathlib import Path
 import orjson
 
 from stream.broker.embedded import EmbeddedBroker
-from stream.tools.bench.cluster import cluster, collect, cpu_seconds, partitions_of, produce
+from stream.tools.bench.cluster import (
+    BENCH_BROKER,
+    cluster,
+    collect,
+    cpu_seconds,
+    partitions_of,
+    produce,
+)
 from stream.tools.bench.load import Load
 from stream.tools.bench.reference import compare
 
@@ -53,7 +60,9 @@ async def bare_consumer_rate(bootstrap: str, topic: str, count: int) -> float:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **BENCH_BROKER.client_kwargs()
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]

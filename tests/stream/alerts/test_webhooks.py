@@ -33,6 +33,7 @@ from stream.alerts.webhooks import (
     webhook_group_id,
 )
 from stream.broker.embedded import EmbeddedBroker
+from stream.kafka import PLAINTEXT
 from stream.tools.processes import free_port
 from tests.stream.harness import run
 
@@ -268,7 +269,9 @@ def _dispatcher(
         "session_timeout_s": 2.0,  # Tansu holds a JoinGroup for half the session timeout
     }
     options.update(kw)
-    return WebhookDispatcher(broker.bootstrap, topic, group, endpoints, NAMES, TZ, **options)
+    return WebhookDispatcher(
+        broker.bootstrap, topic, group, endpoints, NAMES, TZ, security=PLAINTEXT, **options
+    )
 
 
 def _metric(outcome: str) -> float:
@@ -351,7 +354,7 @@ def test_without_endpoints_nothing_is_read_or_committed() -> None:
     async def scenario() -> WebhookDispatcher:
         # no broker listens there: with no endpoint the dispatcher must not even connect
         dispatcher = WebhookDispatcher(
-            f"127.0.0.1:{free_port()}", "coverage-alerts", "g", [], NAMES, TZ
+            f"127.0.0.1:{free_port()}", "coverage-alerts", "g", [], NAMES, TZ, security=PLAINTEXT
         )
         await asyncio.wait_for(dispatcher.serve(), 2.0)
         return dispatcher

@@ -20,6 +20,7 @@ from aiokafka.structs import TopicPartition
 from stream.broker import tansu
 from stream.broker.embedded import EmbeddedBroker
 from stream.broker.tansu import true_end_offsets
+from stream.kafka import PLAINTEXT
 from stream.worker.faust_internals import fetch_max_wait_ms
 from tests.stream.harness import Worker, ping_messages, run
 from tests.stream.worker.test_presence_pipeline import SIDE_M, ping, square_file
@@ -46,7 +47,7 @@ async def _batch_then_offsets(bootstrap: str) -> tuple[int, int, int]:
         reported = (await consumer.end_offsets([tp]))[tp]
     finally:
         await consumer.stop()
-    corrected = (await true_end_offsets(bootstrap, {tp: reported}))[tp]
+    corrected = (await true_end_offsets(bootstrap, {tp: reported}, PLAINTEXT))[tp]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -149,7 +150,7 @@ def test_on_tansu_the_worker_fetches_with_a_short_wait() -> None:
         app = faust.App("fetch-wait-check", broker="kafka://127.0.0.1:9")
         thread = app.consumer._thread
         before = fetch_max_wait_ms(thread._create_worker_consumer(app.transport))
-        tansu.install("127.0.0.1:9", ("pings",))
+        tansu.install("127.0.0.1:9", ("pings",), PLAINTEXT)
         after = fetch_max_wait_ms(thread._create_worker_consumer(app.transport))
         return before, after
 

@@ -11,7 +11,7 @@ import pytest
 
 from stream.broker.embedded import EmbeddedBroker
 from stream.cli import main
-from stream.kafka import ensure_topic
+from stream.kafka import PLAINTEXT, ensure_topic
 from tests.stream.harness import produce
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,7 @@ def test_the_ledger_holds_each_visit_of_the_dates_once(
     broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
     url = f"kafka://{broker.bootstrap}"
-    asyncio.run(ensure_topic(url, "dwell-events", 3))
+    asyncio.run(ensure_topic(url, "dwell-events", 3, security=PLAINTEXT))
     duplicated = [*EVENTS, EVENTS[1], EVENTS[2], EVENTS[1]]
     produce(
         broker.bootstrap,

@@ -32,6 +32,14 @@ def test_worker_env_puts_this_checkout_first_and_the_overrides_last() -> None:
     assert worker_env({}, {})["PYTHONPATH"] == str(ROOT)
 
 
+def test_worker_env_leaves_the_callers_kafka_security_out() -> None:
+    base = {"HOTSPOT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "HOTSPOT_KAFKA_SASL_PASSWORD": "x"}
+    env = worker_env(base, {"HOTSPOT_KAFKA_SECURITY_PROTOCOL": "SSL"})
+    assert env["HOTSPOT_KAFKA_SECURITY_PROTOCOL"] == "SSL"
+    assert "HOTSPOT_KAFKA_SASL_PASSWORD" not in env
+    assert "HOTSPOT_KAFKA_SECURITY_PROTOCOL" not in worker_env(base, {})
+
+
 def test_the_checkout_is_the_one_holding_the_stream_package() -> None:
     assert (ROOT / "stream" / "cli.py").is_file()
 

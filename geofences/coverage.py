@@ -782,11 +782,13 @@ class HotspotCoverage:
     def _co_patrol(self, now_ms: int) -> list[Alert]:
         """``co_patrol``: two units of different ``separate_services`` groups whose presence
         intervals (ended: enter..exit, open: enter..latest inside ping) overlap by more than
-        ``co_patrol_minutes``. Once per pair of visits."""
+        ``co_patrol_minutes``. Once per pair of visits, in the order of (overlap start, unit
+        pair): which visits changed since the last look differs after a restart (a restored
+        ledger looks at all of them), and must not change the order of the alerts."""
         if not self._changed:
             return []
         limit = self.settings.co_patrol_ms
-        alerts: list[Alert] = []
+        found: list[tuple[int, str, str, Alert]] = []
         for key in sorted(self._changed):
             visit = self._visits.get(key)
             if visit is None:
@@ -800,20 +802,20 @@ class HotspotCoverage:
                 other.marks = {*other.marks, mark}
                 self._note_changed(visit)
                 self._note_changed(other)
-                alerts.append(
-                    Alert(
-                        alert_id=co_patrol_alert_id(
-                            self.hotspot_id, first.unit_id, second.unit_id, overlap_start
-                        ),
-                        type="co_patrol",
-                        hotspot_id=self.hotspot_id,
-                        ts_ms=now_ms,
-                        unit_ids=(first.unit_id, second.unit_id),
-                        unit_types=(first.unit_type, second.unit_type),
-                    )
+                alert = Alert(
+                    alert_id=co_patrol_alert_id(
+                        self.hotspot_id, first.unit_id, second.unit_id, overlap_start
+                    ),
+                    type="co_patrol",
+                    hotspot_id=self.hotspot_id,
+                    ts_ms=now_ms,
+                    unit_ids=(first.unit_id, second.unit_id),
+                    unit_types=(first.unit_type, second.unit_type),
                 )
+                found.append((overlap_start, first.unit_id, second.unit_id, alert))
         self._changed.clear()
-        return alerts
+        found.sort(key=lambda f: f[:3])
+        return [f[3] for f in found]
 
     # -- snapshot ---------------------------------------------------------------------------
 

@@ -23,3 +23,8 @@ class InvalidPing(HotspotError):
 
 class InvalidAssignment(HotspotError):
     """An assignment value (a window added at run time) is malformed."""
+
+
+class InvalidPosition(HotspotError):
+    """A unit position record (docs/architecture.md, Dispatch) is malformed; the message is the
+    one-line reason."""

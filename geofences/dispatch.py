@@ -30,6 +30,7 @@ from geofences.coverage import HotspotCoverage
 from geofences.positions import Fix, PositionView
 from geofences.rules import met_due
 from geofences.timefmt import format_ms
+from geofences.windows import WindowInstance
 
 _SUGGESTION_NAMESPACE = uuid.UUID("0f1c8a64-5d0e-4b8e-9d7a-2f4e6c3b9a10")
 
@@ -136,6 +137,24 @@ def short_until_ms(ledger: HotspotCoverage, now_ms: int) -> int | None:
             continue
         until = instance.end_ms if until is None else max(until, instance.end_ms)
     return until
+
+
+def at_risk_instance(ledger: HotspotCoverage, now_ms: int) -> WindowInstance | None:
+    """The open window instance a suggestion is due for at ``now_ms``: its ``at_risk`` alert
+    has fired, it is not met, and no eligible unit is present (the hot spot is at risk, as the
+    control room shows it); None when there is none."""
+    for instance in ledger.instances():
+        if not instance.start_ms <= now_ms < instance.end_ms:
+            continue
+        fired = ledger.fired(instance.key)
+        if (
+            "at_risk" in fired
+            and "met" not in fired
+            and not met_due(instance, ledger.covered_ms(instance))
+            and not ledger.eligible_present(instance)
+        ):
+            return instance
+    return None
 
 
 def is_busy(fix: Fix, hotspot_id: str, short_until: Mapping[str, int], now_ms: int) -> bool:

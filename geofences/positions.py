@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from geofences.errors import InvalidPosition
+from geofences.presence import UnitState
 from geofences.projection import LocalProjection, metres_per_degree
 
 
@@ -66,6 +67,15 @@ class Fix:
         if not isinstance(inside, list) or not all(isinstance(h, str) for h in inside):
             raise InvalidPosition("position: inside must be a list of hot spot ids")
         return cls(unit_id, unit_type, float(lon), float(lat), ts, tuple(inside))  # type: ignore[arg-type]
+
+
+def fix_of(unit_id: str, state: UnitState) -> Fix | None:
+    """The unit's last usable fix as its state holds it (None before its first)."""
+    if state.last_ms is None:
+        return None
+    return Fix(
+        unit_id, state.unit_type, state.last_lon, state.last_lat, state.last_ms, state.hotspot_ids
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,14 +51,23 @@ async def topic_partitions(admin: AIOKafkaAdminClient, timeout_s: float = 20.0) 
     return {t["topic"]: len(t["partitions"]) for t in existing if not t.get("error_code")}
 
 
-async def ensure_topic(url: str, topic: str, partitions: int, replication_factor: int = 1) -> int:
-    """Create ``topic`` if it is missing; returns its partition count."""
+async def ensure_topic(
+    url: str,
+    topic: str,
+    partitions: int,
+    replication_factor: int = 1,
+    configs: dict[str, str] | None = None,
+) -> int:
+    """Create ``topic`` (with ``configs``, e.g. ``cleanup.policy``) if it is missing; returns
+    its partition count."""
     admin = await connect_admin(url)
     try:
         counts = await topic_partitions(admin)
         if topic in counts:
             return counts[topic]
-        await admin.create_topics([NewTopic(topic, partitions, replication_factor)])
+        await admin.create_topics(
+            [NewTopic(topic, partitions, replication_factor, topic_configs=configs)]
+        )
         return partitions
     except (TimeoutError, KafkaError, OSError) as exc:
         raise BrokerUnreachable(f"broker at {url} failed: {exc or type(exc).__name__}") from None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from geofences.coverage import CoverageSettings
+from geofences.dispatch import DispatchSettings
 from geofences.presence import PresenceSettings
 from stream.kafka import bootstrap_servers
 
@@ -42,6 +43,7 @@ class TopicNames:
     coverage_alerts: str = "coverage-alerts"
     pings_dlq: str = "pings-dlq"
     assignments_dlq: str = "assignments-dlq"
+    dispatch_suggestions: str = "dispatch-suggestions"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TopicNames:
@@ -71,6 +73,8 @@ class Settings:
     #: its presence rules are always ``presence`` (made so in ``__post_init__``): coverage has
     #: no exit grace of its own, it reads the presence rules' one
     coverage: CoverageSettings = field(default_factory=CoverageSettings)
+    #: the dispatch suggestions' rules (geofences/dispatch.py)
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     #: pings a presence batch takes at most (when that many are waiting): each batch costs a
     #: produce request, a message per coverage partition and Faust's handling of those, so a
     #: backlog goes through quicker in larger ones; a batch arriving slowly is closed by
@@ -276,6 +280,7 @@ def read(option: Option, given: Mapping[str, Any], environ: Mapping[str, str]) -
 _DEFAULT = Settings()
 _PRESENCE = PresenceSettings()
 _COVERAGE = CoverageSettings()
+_DISPATCH = DispatchSettings()
 
 #: the options of ``hotspot worker`` that are also flags, by Settings field
 WORKER_OPTIONS: dict[str, Option] = {
@@ -361,6 +366,7 @@ TOPIC_OPTIONS: dict[str, Option] = {
         "coverage_alerts",
         "pings_dlq",
         "assignments_dlq",
+        "dispatch_suggestions",
     )
 }
 
@@ -390,6 +396,14 @@ COVERAGE_OPTIONS: dict[str, Option] = {
 }
 
 
+#: the dispatch suggestions' settings (docs/interface.md, Settings), by DispatchSettings field
+DISPATCH_OPTIONS: dict[str, Option] = {
+    "walking_speed_mps": Option(
+        "HOTSPOT_WALKING_SPEED_MPS", str(_DISPATCH.walking_speed_mps), positive
+    ),
+}
+
+
 def _read_all(
     options: Mapping[str, Option], given: Mapping[str, Any], environ: Mapping[str, str]
 ) -> dict[str, Any]:
@@ -406,6 +420,11 @@ def coverage_from_env(
 ) -> CoverageSettings:
     env = os.environ if environ is None else environ
     return CoverageSettings(presence=presence, **_read_all(COVERAGE_OPTIONS, {}, env))
+
+
+def dispatch_from_env(environ: Mapping[str, str] | None = None) -> DispatchSettings:
+    env = os.environ if environ is None else environ
+    return DispatchSettings(**_read_all(DISPATCH_OPTIONS, {}, env))
 
 
 def check_other_settings(environ: Mapping[str, str]) -> None:
@@ -437,4 +456,5 @@ def worker_settings(given: Mapping[str, Any], environ: Mapping[str, str] | None 
         topics=TopicNames.from_env(env),
         presence=presence,
         coverage=coverage_from_env(presence, env),
+        dispatch=dispatch_from_env(env),
     )

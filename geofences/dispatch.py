@@ -209,3 +209,12 @@ def nearest_text(units: list[Mapping[str, Any]]) -> str:
     return (
         f"nearest: {first['unit_id']}, {round(float(first['distance_m']))} m (~{minutes} min){busy}"
     )
+
+
+def render_text(hotspot_id: str, hotspot_name: str, units: list[Mapping[str, Any]]) -> str:
+    """The text webhooks' line of a suggestion, after its hot spot's at-risk line, e.g.
+    ``HS-03 Clock Tower: at risk — nearest: police-04, 420 m (~5 min)``."""
+    label = hotspot_id
+    if hotspot_name and hotspot_name != hotspot_id:
+        label = f"{hotspot_id} {hotspot_name}"
+    return f"{label}: at risk — {nearest_text(units)}"

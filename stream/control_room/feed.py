@@ -1,9 +1,11 @@
-"""The control room's feed: the latest enter/exit/dwell events and the recent coverage alerts.
+"""The control room's feed: the latest enter/exit/dwell events, the recent coverage alerts, and
+each hot spot's latest dispatch suggestion.
 
 Every worker reads the output topics in full (all partitions, no consumer group), so whichever
 worker the page asks shows the whole picture. Alerts are read from the beginning of the topic
 (a few per window per hot spot per day) and the latest ``max_alerts`` kept for
-``/api/alerts?since=``; geofence and dwell events from near the end of each partition, for the
+``/api/alerts?since=``; dispatch suggestions from the beginning too, the latest per hot spot
+kept for ``/api/hotspots``; geofence and dwell events from near the end of each partition, for the
 feed. Each item produced since the worker started is also handed to every subscribed event
 stream.
 """
@@ -45,9 +47,17 @@ class Feed:
         self._events: deque[FeedItem] = deque(maxlen=max_events)
         self._alerts: deque[tuple[int, dict[str, Any]]] = deque(maxlen=max_alerts)
         self._subscribers: set[asyncio.Queue[FeedItem]] = set()
+        #: hot spot -> its latest dispatch suggestion (by ``ts``)
+        self._suggestions: dict[str, dict[str, Any]] = {}
         self.ready = False
 
     def add(self, kind: str, event: dict[str, Any], live: bool = True) -> None:
+        if kind == "dispatch":  # shown with its hot spot's state, not in the feed
+            hotspot_id = str(event.get("hotspot_id"))
+            held = self._suggestions.get(hotspot_id)
+            if held is None or str(held.get("ts")) <= str(event.get("ts")):
+                self._suggestions[hotspot_id] = event
+            return
         item = {"kind": kind, "event": event}
         self._events.append(item)
         if kind == "alert":
@@ -70,6 +80,10 @@ class Feed:
         items = list(self._events)
         return items[-limit:] if limit > 0 else []
 
+    def suggestion(self, hotspot_id: str) -> dict[str, Any] | None:
+        """The hot spot's latest dispatch suggestion, if any."""
+        return self._suggestions.get(hotspot_id)
+
     def alerts(self, since_ms: int | None, limit: int) -> list[dict[str, Any]]:
         """Alerts decided after ``since_ms`` (all kept ones when None), by decision time."""
         chosen = [a for ts, a in self._alerts if since_ms is None or ts > since_ms]
@@ -85,7 +99,7 @@ async def read_outputs(
     event_history: int = 100,
 ) -> None:
     """Fill ``feed`` from the output topics until ``should_stop()``: ``topics`` maps a feed kind
-    (``geofence``, ``dwell``, ``alert``) to its topic. For ``app.task``."""
+    (``geofence``, ``dwell``, ``alert``, ``dispatch``) to its topic. For ``app.task``."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -114,7 +128,7 @@ async def read_outputs(
                 await asyncio.sleep(1.0)
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
-        tail = [tp for tp in assigned if kinds[tp.topic] != "alert"]
+        tail = [tp for tp in assigned if kinds[tp.topic] not in ("alert", "dispatch")]
         if tail:
             for tp, end in (await consumer.end_offsets(tail)).items():
                 consumer.seek(tp, max(0, end - event_history))

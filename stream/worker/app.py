@@ -271,6 +271,7 @@ class Processor:
                     "geofence": topics.geofence_events,
                     "dwell": topics.dwell_events,
                     "alert": topics.coverage_alerts,
+                    "dispatch": topics.dispatch_suggestions,
                 },
                 lambda: self.app.should_stop,
             )

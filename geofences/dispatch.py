@@ -42,11 +42,17 @@ class DispatchSettings:
     walking_speed_mps: float = 1.4
     max_units: int = 3
     #: a hot spot still at risk gets a new suggestion when its ranking changes, at most this often
-    refresh_ms: int = 60_000
+    refresh_s: float = 60.0
+
+    @property
+    def refresh_ms(self) -> int:
+        return round(self.refresh_s * 1000)
 
     def __post_init__(self) -> None:
         if not (self.walking_speed_mps > 0 and math.isfinite(self.walking_speed_mps)):
             raise ValueError("walking_speed_mps must be a positive number")
+        if not self.refresh_s > 0:
+            raise ValueError("refresh_s must be positive")
         if self.max_units < 1:
             raise ValueError("max_units must be at least 1")
 

@@ -217,7 +217,8 @@ class Processor:
         app.timer(s.tick_interval_s, name="clock")(self._on_tick)
         app.timer(memory.RELEASE_INTERVAL_S, name="release-memory")(self._release_memory)
         app.timer(BROKER_PROBE_S, name="broker-link")(self._watch_broker)
-        app.timer(DISPATCH_REVIEW_S, name="dispatch")(self._review_dispatch)
+        review_s = min(DISPATCH_REVIEW_S, s.dispatch.refresh_s)
+        app.timer(review_s, name="dispatch")(self._review_dispatch)
         app.task(self._read_positions)
         if self.webhooks is not None:
             app.task(self.webhooks.serve)

@@ -401,6 +401,7 @@ DISPATCH_OPTIONS: dict[str, Option] = {
     "walking_speed_mps": Option(
         "HOTSPOT_WALKING_SPEED_MPS", str(_DISPATCH.walking_speed_mps), positive
     ),
+    "refresh_s": Option("HOTSPOT_DISPATCH_REFRESH_S", f"{_DISPATCH.refresh_s:g}", positive),
 }
 
 

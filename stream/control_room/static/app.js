@@ -411,7 +411,7 @@ function drawSuggestions(items) {
     const group = L.layerGroup(
       ends.map(({ u, at }) =>
         L.polyline([centre, [at.lat, at.lon]], {
-          className: `suggestion-line${u.busy ? " busy" : ""}`,
+          className: `suggestion-line hs-${cssToken(item.id)}${u.busy ? " busy" : ""}`,
           color: "#fbbf24",
           weight: 2,
           dashArray: u.busy ? "2 6" : "6 4",

@@ -105,6 +105,28 @@ def publish_due(last: Fix | None, fix: Fix, rule: PublishRule) -> bool:
     return fix.ts_ms - last.ts_ms >= rule.interval_ms or distance_m(last, fix) > rule.move_m
 
 
+def state_due(last: Fix | None, state: UnitState, rule: PublishRule) -> bool:
+    """:func:`publish_due` of the fix ``state`` holds (:func:`fix_of`), without making it:
+    asked of every unit a batch touched, and most are not due."""
+    if state.last_ms is None:
+        return False
+    if last is None:
+        return True
+    if state.last_ms <= last.ts_ms:
+        return False
+    if state.last_ms - last.ts_ms >= rule.interval_ms or state.unit_type != last.unit_type:
+        return True
+    visits, inside = state.visits, last.inside
+    if len(visits) != len(inside):
+        return True
+    for visit, hotspot_id in zip(visits, inside, strict=True):  # none or one, mostly
+        if visit.hotspot_id != hotspot_id:
+            return True
+    kx, ky = metres_per_degree((state.last_lat + last.lat) / 2.0)
+    dx, dy = (state.last_lon - last.lon) * kx, (state.last_lat - last.lat) * ky
+    return dx * dx + dy * dy > rule.move_m * rule.move_m
+
+
 #: the grid cell of the view, in metres: hot spots and walking distances are a few hundred
 #: metres, so a search looks at a few cells
 CELL_M = 250.0

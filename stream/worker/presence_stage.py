@@ -22,7 +22,7 @@ import orjson
 from geofences.errors import InvalidPing
 from geofences.index import HotSpotIndex
 from geofences.pings import Ping, decode_ping
-from geofences.positions import Fix, PublishRule, fix_of, publish_due
+from geofences.positions import Fix, PublishRule, fix_of, state_due
 from geofences.presence import (
     DwellEvent,
     Event,
@@ -455,17 +455,21 @@ class PresenceStage:
                         )
         out.outcomes.update(results)  # StrEnums: counted under their values
         if self.publish_rule is not None:
-            self._positions({p.unit_id for p in pings}, out)
+            self._positions(dict.fromkeys(p.unit_id for p in pings), out)
         return out
 
     def _positions(self, units: Iterable[str], out: StageOutput) -> None:
-        """Queue the last usable fix of each unit of a batch that :func:`publish_due` says is
-        due: the state's after the batch (the view keeps only the latest)."""
+        """Queue the last usable fix of each unit of a batch that the publish rule says is
+        due (:func:`geofences.positions.state_due`): the state's after the batch, since the
+        view keeps only the latest. In the order the batch first had the units."""
         rule, published, states = self.publish_rule, self.published, self.states
         assert rule is not None
-        for unit_id in sorted(units):
+        add = out.positions.append
+        for unit_id in units:
             state = states.get(unit_id)
-            fix = None if state is None else fix_of(unit_id, state)
-            if fix is not None and publish_due(published.get(unit_id), fix, rule):
+            if state is None or not state_due(published.get(unit_id), state, rule):
+                continue
+            fix = fix_of(unit_id, state)
+            if fix is not None:
                 published[unit_id] = fix
-                out.positions.append((unit_id.encode(), compact_json(fix.to_json_dict())))
+                add((unit_id.encode(), compact_json(fix.to_json_dict())))

@@ -249,3 +249,29 @@ def test_short_until_is_the_open_window_end_until_met() -> None:
     ledger.visit_progress("u", start + 32 * 60_000)
     ledger.advance(start + 32 * 60_000)
     assert short_until_ms(ledger, start + 32 * 60_000) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    points,
+    points,
+    st.integers(-60, 60),
+    st.sampled_from([(), ("HS-1",), ("HS-1", "HS-2"), ("HS-2",)]),
+    st.sampled_from([(), ("HS-1",), ("HS-2",)]),
+    st.sampled_from(["police", "pcso"]),
+)
+def test_state_due_is_publish_due_of_the_states_fix(
+    a: Any, b: Any, dt_s: int, inside_a: Any, inside_b: Any, unit_type: str
+) -> None:
+    from geofences.positions import fix_of, state_due
+    from geofences.presence import UnitState, Visit
+
+    last = fix("u", *a, inside=inside_a)
+    now = fix("u", *b, unit_type=unit_type, age_s=-dt_s, inside=inside_b)
+    visits = tuple(Visit(h, now.ts_ms, unit_type, now.ts_ms) for h in inside_b)
+    state = UnitState(unit_type, now.ts_ms, now.lat, now.lon, visits)
+    assert fix_of("u", state) == now
+    rule = PublishRule()
+    assert state_due(last, state, rule) == publish_due(last, now, rule)
+    assert state_due(None, state, rule)
+    assert not state_due(None, UnitState(), rule)

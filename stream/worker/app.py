@@ -43,7 +43,7 @@ from stream.worker.faust_internals import HotspotApp, read_in_bulk
 from stream.worker.intake import Batch, Intake, track
 from stream.worker.outbox import outbox_of
 from stream.worker.positions_feed import read_positions
-from stream.worker.presence_stage import PresenceStage, StageOutput
+from stream.worker.presence_stage import PUBLISH_RULE, PresenceStage, StageOutput
 from stream.worker.rebalance import Ownership, Rebalancing
 from stream.worker.settings import SESSION_TIMEOUT_S, Settings
 from stream.worker.topics import MAX_BATCH_BYTES, TopicPlan
@@ -95,6 +95,7 @@ class Processor:
             settings.presence,
             settings.topics.pings,
             coalesce_inside=CLOCKS[settings.clock].coalesce_inside,
+            publish_rule=PUBLISH_RULE if settings.dispatch_enabled else None,
         )
         self.coverage = CoverageStage(collection, settings.coverage, partitions)
         self.dispatch = DispatchDesk(
@@ -217,9 +218,10 @@ class Processor:
         app.timer(s.tick_interval_s, name="clock")(self._on_tick)
         app.timer(memory.RELEASE_INTERVAL_S, name="release-memory")(self._release_memory)
         app.timer(BROKER_PROBE_S, name="broker-link")(self._watch_broker)
-        review_s = min(DISPATCH_REVIEW_S, s.dispatch.refresh_s)
-        app.timer(review_s, name="dispatch")(self._review_dispatch)
-        app.task(self._read_positions)
+        if s.dispatch_enabled:
+            review_s = min(DISPATCH_REVIEW_S, s.dispatch.refresh_s)
+            app.timer(review_s, name="dispatch")(self._review_dispatch)
+            app.task(self._read_positions)
         if self.webhooks is not None:
             app.task(self.webhooks.serve)
         app.monitor = metrics.faust_monitor()
@@ -390,7 +392,7 @@ class Processor:
             )
         )
         metrics.record_alerts(out.decided)
-        if any(alert.type != "co_patrol" for alert in out.decided):
+        if self.settings.dispatch_enabled and any(a.type != "co_patrol" for a in out.decided):
             # advisory, after the alerts they answer: never part of the ledgers
             now_ms = self._dispatch_now_ms(max(alert.ts_ms for alert in out.decided))
             assert now_ms is not None

@@ -75,6 +75,8 @@ class Settings:
     coverage: CoverageSettings = field(default_factory=CoverageSettings)
     #: the dispatch suggestions' rules (geofences/dispatch.py)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    #: whether the worker publishes positions and writes dispatch suggestions at all
+    dispatch_enabled: bool = True
     #: pings a presence batch takes at most (when that many are waiting): each batch costs a
     #: produce request, a message per coverage partition and Faust's handling of those, so a
     #: backlog goes through quicker in larger ones; a batch arriving slowly is closed by
@@ -243,6 +245,10 @@ def switch(value: str) -> bool:
     return one_of("auto", "off")(value) == "auto"
 
 
+def on_off(value: str) -> bool:
+    return one_of("on", "off")(value) == "on"
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting: its environment variable, its default (text, as the variable would give
@@ -353,6 +359,7 @@ ENV_OPTIONS: dict[str, Option] = {
         "HOTSPOT_REPLICATION_FACTOR", str(_DEFAULT.replication_factor), count
     ),
     "broker_workarounds": Option("HOTSPOT_BROKER_WORKAROUNDS", "auto", switch),
+    "dispatch_enabled": Option("HOTSPOT_DISPATCH", "on", on_off),
 }
 
 #: the topic names, by TopicNames field

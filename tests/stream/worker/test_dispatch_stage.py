@@ -8,6 +8,7 @@ from datetime import time
 from typing import Any
 
 import orjson
+import pytest
 import shapely
 
 from geofences.coverage import Alert, CoverageSettings, HotspotCoverage
@@ -223,3 +224,27 @@ def test_a_suggestion_is_its_own_webhook_delivery_json_and_text() -> None:
         "text": "HS-T Target: at risk — nearest: police-04, 420 m (~5 min)"
     }
     assert dispatcher._bodies(b'{"alert_id": "a-1"}', "dispatch-suggestions") is None
+
+
+def test_dispatch_can_be_turned_off_and_its_settings_are_checked() -> None:
+    from stream.worker.settings import SettingError, worker_settings
+
+    settings = worker_settings({}, {})
+    assert settings.dispatch_enabled and settings.dispatch == DispatchSettings()
+    off = worker_settings({}, {"HOTSPOT_DISPATCH": "off", "HOTSPOT_WALKING_SPEED_MPS": "1.2"})
+    assert not off.dispatch_enabled and off.dispatch.walking_speed_mps == 1.2
+    for env, name in (
+        ({"HOTSPOT_DISPATCH": "maybe"}, "HOTSPOT_DISPATCH"),
+        ({"HOTSPOT_WALKING_SPEED_MPS": "0"}, "HOTSPOT_WALKING_SPEED_MPS"),
+        ({"HOTSPOT_DISPATCH_REFRESH_S": "-1"}, "HOTSPOT_DISPATCH_REFRESH_S"),
+        ({"HOTSPOT_TOPIC_DISPATCH_SUGGESTIONS": ""}, "HOTSPOT_TOPIC_DISPATCH_SUGGESTIONS"),
+    ):
+        with pytest.raises(SettingError, match=name):
+            worker_settings({}, env)
+    stage = PresenceStage(
+        HotSpotIndex(COLLECTION.hotspots), PresenceSettings(), "pings", publish_rule=None
+    )
+    lon, lat = at(10, 10)
+    value = {"unit_id": "P-1", "ts": format_ms(START), "lon": lon, "lat": lat}
+    out = stage.process([Record("pings", 0, 0, b"P-1", orjson.dumps(value), None)], dict().get)
+    assert out.positions == []

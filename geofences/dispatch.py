@@ -196,11 +196,11 @@ class Suggestion:
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
-            "suggestion_id": self.suggestion_id,
             "alert_id": self.alert_id,
             "hotspot_id": self.hotspot_id,
             "ts": format_ms(self.ts_ms),
             "units": [u.to_json_dict() for u in self.units],
+            "suggestion_id": self.suggestion_id,
         }
 
 

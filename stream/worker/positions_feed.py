@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -67,9 +67,11 @@ async def read_positions(
     positions_topic: str,
     short_topic: str,
     should_stop: Callable[[], bool],
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> None:
-    """Fill ``desk`` from the two topics until ``should_stop()``. For ``app.task``."""
-    consumer = positions_consumer(bootstrap)
+    """Fill ``desk`` from the two topics until ``should_stop()``. For ``app.task``;
+    ``client_kwargs`` go to :func:`positions_consumer`."""
+    consumer = positions_consumer(bootstrap, **(client_kwargs or {}))
     kinds = {positions_topic: "position", short_topic: "short"}
     while not should_stop():
         try:

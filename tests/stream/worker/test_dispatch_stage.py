@@ -248,3 +248,30 @@ def test_dispatch_can_be_turned_off_and_its_settings_are_checked() -> None:
     value = {"unit_id": "P-1", "ts": format_ms(START), "lon": lon, "lat": lat}
     out = stage.process([Record("pings", 0, 0, b"P-1", orjson.dumps(value), None)], dict().get)
     assert out.positions == []
+
+
+def test_the_demo_prints_a_line_per_suggestion(tmp_path: Any) -> None:
+    import argparse
+
+    from stream.tools.demo import Demo
+
+    demo = Demo(argparse.Namespace(), COLLECTION, None, tmp_path)  # type: ignore[arg-type]
+    value = {
+        "alert_id": "a-1",
+        "hotspot_id": "HS-T",
+        "ts": "2026-11-20T18:01:00.000Z",
+        "units": [
+            {
+                "unit_id": "police-04",
+                "unit_type": "police",
+                "distance_m": 420.0,
+                "eta_minutes": 5.0,
+                "fix_age_s": 3.0,
+                "busy": False,
+            }
+        ],
+        "suggestion_id": "s-1",
+    }
+    line = demo.describe("dispatch-suggestions", orjson.dumps(value))
+    assert line.startswith("18:01:00  SEND   nearest: police-04, 420 m (~5 min)")
+    assert line.endswith("HS-T Target")

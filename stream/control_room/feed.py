@@ -4,8 +4,8 @@ each hot spot's latest dispatch suggestion.
 Every worker reads the output topics in full (all partitions, no consumer group), so whichever
 worker the page asks shows the whole picture. Alerts are read from the beginning of the topic
 (a few per window per hot spot per day) and the latest ``max_alerts`` kept for
-``/api/alerts?since=``; dispatch suggestions from the beginning too, the latest per hot spot
-kept for ``/api/hotspots``; geofence and dwell events from near the end of each partition, for the
+``/api/alerts?since=``; dispatch suggestions from the latest 1,000 of each partition, the
+latest per hot spot kept for ``/api/hotspots``; geofence and dwell events from near the end of each partition, for the
 feed. Each item produced since the worker started is also handed to every subscribed event
 stream.
 """
@@ -36,6 +36,9 @@ FeedItem = dict[str, Any]
 #: worker's event loop a request and a response for three topics' partitions many times a second.
 #: On Kafka, which answers as soon as records are there, the wait only bounds an idle Fetch.
 FEED_FETCH_WAIT_MS = 250
+#: dispatch suggestions read back per partition at start: a hot spot's latest matters only in
+#: its current window, and the topic keeps 30 days of them
+SUGGESTION_HISTORY = 1000
 #: records produced before the worker started (less this slack) are history, not news
 _LIVE_SLACK_MS = 5_000
 
@@ -128,10 +131,11 @@ async def read_outputs(
                 await asyncio.sleep(1.0)
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
-        tail = [tp for tp in assigned if kinds[tp.topic] not in ("alert", "dispatch")]
+        tail = [tp for tp in assigned if kinds[tp.topic] != "alert"]
         if tail:
             for tp, end in (await consumer.end_offsets(tail)).items():
-                consumer.seek(tp, max(0, end - event_history))
+                history = SUGGESTION_HISTORY if kinds[tp.topic] == "dispatch" else event_history
+                consumer.seek(tp, max(0, end - history))
         started_ms = time.time_ns() // 1_000_000
         while not should_stop():
             batch = await consumer.getmany(timeout_ms=500, max_records=2000)

@@ -78,6 +78,10 @@ class DispatchDesk:
         self.watches: dict[str, Watch] = {}
         #: hot spot -> the short-until this worker last wrote for it (hot spots it owns)
         self._short_written: dict[str, int | None] = {}
+        #: whether the view has read the positions topic up to its end once (set by the
+        #: positions feed): until then no suggestion is written, since an empty or partial
+        #: view would name the wrong units; the first review after writes the due ones
+        self.caught_up = False
 
     # -- the views ---------------------------------------------------------------------------
 
@@ -124,6 +128,8 @@ class DispatchDesk:
     ) -> list[Message]:
         """Suggestions for the ``at_risk`` alerts just fired; ``met`` and ``gap`` end a watch."""
         out: list[Message] = []
+        if not self.caught_up:
+            return out
         for alert in alerts:
             hotspot_id = alert.hotspot_id
             if alert.type in ("met", "gap"):
@@ -167,7 +173,7 @@ class DispatchDesk:
             if hotspot_id not in self._short_written or self._short_written[hotspot_id] != until:
                 self._short_written[hotspot_id] = until
                 shorts.append((hotspot_id.encode(), short_message(hotspot_id, until)))
-            if hotspot_id not in self.polygons:
+            if hotspot_id not in self.polygons or not self.caught_up:
                 continue
             instance = at_risk_instance(ledger, now_ms)
             if instance is None:

@@ -104,5 +104,7 @@ async def read_positions(
                 kind = kinds[tp.topic]
                 for record in records:
                     take_record(desk, kind, record.key, record.value)
+            if not batch:  # read up to the end once: the view is whole
+                desk.caught_up = True
     finally:
         await consumer.stop()

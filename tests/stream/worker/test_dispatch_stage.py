@@ -11,7 +11,7 @@ import orjson
 import pytest
 import shapely
 
-from geofences.coverage import Alert, CoverageSettings, HotspotCoverage
+from geofences.coverage import Alert, CoverageSettings, HotspotCoverage, window_alert_id
 from geofences.dispatch import DispatchSettings
 from geofences.hotspots import HotSpot, HotSpotCollection, Window
 from geofences.index import HotSpotIndex
@@ -65,7 +65,9 @@ def fix(unit: str, east_m: float, ts_ms: int, unit_type: str = "police", inside=
 
 
 def desk(refresh_s: float = 60.0) -> DispatchDesk:
-    return DispatchDesk(COLLECTION, DispatchSettings(refresh_s=refresh_s), TIMEOUT_MS)
+    made = DispatchDesk(COLLECTION, DispatchSettings(refresh_s=refresh_s), TIMEOUT_MS)
+    made.caught_up = True  # as the positions feed sets it once it has read to the end
+    return made
 
 
 def units_of(message: tuple[bytes | None, bytes]) -> list[tuple[str, bool]]:
@@ -275,3 +277,18 @@ def test_the_demo_prints_a_line_per_suggestion(tmp_path: Any) -> None:
     line = demo.describe("dispatch-suggestions", orjson.dumps(value))
     assert line.startswith("18:01:00  SEND   nearest: police-04, 420 m (~5 min)")
     assert line.endswith("HS-T Target")
+
+
+def test_no_suggestion_before_the_view_has_read_the_positions_topic_to_its_end() -> None:
+    now = START + 60_000
+    d = DispatchDesk(COLLECTION, DispatchSettings(), TIMEOUT_MS)
+    ledgers = {"HS-T": ledger("HS-T", now)}
+    at_risk = Alert("a1", "at_risk", "HS-T", now, START, START + 4 * 3_600_000, 230.0, 0)
+    assert d.on_alerts([at_risk], ledgers, now) == []
+    suggestions, shorts = d.review(ledgers, now)
+    assert suggestions == [] and len(shorts) == 1  # short windows go out regardless
+    d.caught_up = True
+    suggestions, _ = d.review(ledgers, now + 1_000)  # at once, for the alert that fired
+    assert [orjson.loads(v)["alert_id"] for _, v in suggestions] == [
+        window_alert_id("at_risk", ledgers["HS-T"].instances()[0].key)
+    ]

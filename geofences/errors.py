@@ -32,3 +32,8 @@ class InputFileError(HotspotError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(self.problems))
+
+
+class InvalidPosition(HotspotError):
+    """A unit position record (docs/architecture.md, Dispatch) is malformed; the message is the
+    one-line reason."""

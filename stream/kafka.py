@@ -519,16 +519,20 @@ async def ensure_topic(
     topic: str,
     partitions: int,
     replication_factor: int = 1,
+    configs: dict[str, str] | None = None,
     *,
     security: KafkaSecurity,
 ) -> int:
-    """Create ``topic`` if it is missing; returns its partition count."""
+    """Create ``topic`` (with ``configs``, e.g. ``cleanup.policy``) if it is missing; returns
+    its partition count."""
     admin = await connect_admin(url, security=security)
     try:
         counts = await topic_partitions(admin)
         if topic in counts:
             return counts[topic]
-        await admin.create_topics([NewTopic(topic, partitions, replication_factor)])
+        await admin.create_topics(
+            [NewTopic(topic, partitions, replication_factor, topic_configs=configs)]
+        )
         return partitions
     except (TimeoutError, KafkaError, OSError) as exc:
         raise BrokerUnreachable(f"broker at {url} failed: {exc or type(exc).__name__}") from None

@@ -31,6 +31,13 @@ the CoverageAlert JSON exactly as it is on the topic (docs/interface.md, Message
 window ends 20:00``. URLs and secrets must not contain ``,`` or ``|``. Logs and metrics name an
 endpoint by its position and host only (chat webhook URLs carry tokens in their path).
 
+Dispatch suggestions (``dispatch-suggestions``, docs/interface.md) are read in the same group and
+delivered as their own requests, committed and retried like alerts, with ``webhook-id`` the
+``suggestion_id``: ``json`` endpoints get the DispatchSuggestion as on the topic, ``text`` ones
+the line of :func:`geofences.dispatch.render_text`, e.g. ``HS-03 Clock Tower: at risk — nearest:
+police-04, 420 m (~5 min)``. A suggestion is decided after its alert, so the alert is never held
+back for it: in a chat it is the next line.
+
 Metrics: ``hotspot_webhook_deliveries_total{outcome}`` with outcome ``delivered`` (2xx),
 ``refused`` (permanent 4xx), ``retried`` (each failed attempt that will be retried) and
 ``invalid`` (a record that is not a CoverageAlert, or cannot be rendered as text; skipped).
@@ -63,6 +70,7 @@ from aiokafka.protocol.group import LeaveGroupRequest
 from aiokafka.structs import TopicPartition
 from prometheus_client import Counter
 
+from geofences import dispatch
 from geofences.coverage import Alert, render_text
 from stream.kafka import KafkaSecurity
 from stream.worker.faust_internals import coordinator_request, group_coordinator
@@ -282,10 +290,13 @@ class WebhookDispatcher:
         max_records: int = 100,
         stop_grace_s: float = 5.0,
         session_timeout_s: float = 10.0,
+        suggestions_topic: str | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.security = security
         self.topic = topic
+        #: dispatch suggestions, delivered as their own requests (None: not read)
+        self.suggestions_topic = suggestions_topic
         self.group_id = group_id
         self.endpoints = tuple(endpoints)
         self.hotspot_names = hotspot_names
@@ -331,6 +342,7 @@ class WebhookDispatcher:
             hotspot_names,
             tz_name,
             security=settings.kafka,
+            suggestions_topic=settings.topics.dispatch_suggestions,
             **options,
         )
 
@@ -341,9 +353,13 @@ class WebhookDispatcher:
     # -- life cycle -----------------------------------------------------------------------
 
     def new_consumer(self) -> AIOKafkaConsumer:
-        """The outbox's consumer of the alerts topic, in its group (not started)."""
+        """The outbox's consumer of the alerts topic, and of the dispatch suggestions' if it
+        delivers them, in its group (not started)."""
+        topics = [self.topic]
+        if self.suggestions_topic is not None:
+            topics.append(self.suggestions_topic)
         return AIOKafkaConsumer(
-            self.topic,
+            *topics,
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
             client_id=self.group_id,
@@ -473,12 +489,32 @@ class WebhookDispatcher:
         self.committed_count += 1
         return True
 
-    def _bodies(self, value: bytes | None) -> tuple[str, list[bytes | None]] | None:
-        """The alert id and each endpoint's body (None: this endpoint cannot take it)."""
+    def _suggestion_bodies(self, obj: Any, raw: bytes) -> tuple[str, list[bytes | None]] | None:
+        """A dispatch suggestion's id and bodies: the JSON as on the topic, or the line of
+        :func:`geofences.dispatch.render_text`."""
+        if not isinstance(obj, dict) or not isinstance(obj.get("suggestion_id"), str):
+            return None
+        units, hotspot_id = obj.get("units"), obj.get("hotspot_id")
+        text: bytes | None = None
+        try:
+            if isinstance(units, list) and isinstance(hotspot_id, str):
+                name = self.hotspot_names.get(hotspot_id, "")
+                text = orjson.dumps({"text": dispatch.render_text(hotspot_id, name, units)})
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("webhooks: suggestion cannot be rendered as text: %s", exc)
+        return obj["suggestion_id"], [raw if e.format == "json" else text for e in self.endpoints]
+
+    def _bodies(
+        self, value: bytes | None, topic: str | None = None
+    ) -> tuple[str, list[bytes | None]] | None:
+        """The alert (or suggestion) id and each endpoint's body (None: this endpoint cannot
+        take it)."""
         try:
             obj = orjson.loads(value or b"")
         except orjson.JSONDecodeError:
             obj = None
+        if topic is not None and topic == self.suggestions_topic:
+            return self._suggestion_bodies(obj, bytes(value or b""))
         if not isinstance(obj, dict) or not isinstance(obj.get("alert_id"), str):
             return None
         alert_id: str = obj["alert_id"]
@@ -497,10 +533,10 @@ class WebhookDispatcher:
 
     async def _deliver_record(self, record: Any) -> bool:
         """Deliver one record to every endpoint not yet done with it; False if stopped."""
-        prepared = self._bodies(record.value)
+        prepared = self._bodies(record.value, record.topic)
         if prepared is None:
             log.warning(
-                "webhooks: %s[%d]@%d is not a CoverageAlert; skipped",
+                "webhooks: %s[%d]@%d is not a CoverageAlert or DispatchSuggestion; skipped",
                 record.topic,
                 record.partition,
                 record.offset,

@@ -1,9 +1,11 @@
-"""The control room's feed: the latest enter/exit/dwell events and the recent coverage alerts.
+"""The control room's feed: the latest enter/exit/dwell events, the recent coverage alerts, and
+each hot spot's latest dispatch suggestion.
 
 Every worker reads the output topics in full (all partitions, no consumer group), so whichever
 worker the page asks shows the whole picture. Alerts are read from the beginning of the topic
 (a few per window per hot spot per day) and the latest ``max_alerts`` kept for
-``/api/alerts?since=``; geofence and dwell events from near the end of each partition, for the
+``/api/alerts?since=``; dispatch suggestions from the latest 1,000 of each partition, the
+latest per hot spot kept for ``/api/hotspots``; geofence and dwell events from near the end of each partition, for the
 feed. Each item produced since the worker started is also handed to every subscribed event
 stream.
 """
@@ -35,6 +37,9 @@ FeedItem = dict[str, Any]
 #: worker's event loop a request and a response for three topics' partitions many times a second.
 #: On Kafka, which answers as soon as records are there, the wait only bounds an idle Fetch.
 FEED_FETCH_WAIT_MS = 250
+#: dispatch suggestions read back per partition at start: a hot spot's latest matters only in
+#: its current window, and the topic keeps 30 days of them
+SUGGESTION_HISTORY = 1000
 #: records produced before the worker started (less this slack) are history, not news
 _LIVE_SLACK_MS = 5_000
 
@@ -46,9 +51,17 @@ class Feed:
         self._events: deque[FeedItem] = deque(maxlen=max_events)
         self._alerts: deque[tuple[int, dict[str, Any]]] = deque(maxlen=max_alerts)
         self._subscribers: set[asyncio.Queue[FeedItem]] = set()
+        #: hot spot -> its latest dispatch suggestion (by ``ts``)
+        self._suggestions: dict[str, dict[str, Any]] = {}
         self.ready = False
 
     def add(self, kind: str, event: dict[str, Any], live: bool = True) -> None:
+        if kind == "dispatch":  # shown with its hot spot's state, not in the feed
+            hotspot_id = str(event.get("hotspot_id"))
+            held = self._suggestions.get(hotspot_id)
+            if held is None or str(held.get("ts")) <= str(event.get("ts")):
+                self._suggestions[hotspot_id] = event
+            return
         item = {"kind": kind, "event": event}
         self._events.append(item)
         if kind == "alert":
@@ -70,6 +83,10 @@ class Feed:
         """The latest ``limit`` items, oldest first."""
         items = list(self._events)
         return items[-limit:] if limit > 0 else []
+
+    def suggestion(self, hotspot_id: str) -> dict[str, Any] | None:
+        """The hot spot's latest dispatch suggestion, if any."""
+        return self._suggestions.get(hotspot_id)
 
     def alerts(self, since_ms: int | None, limit: int) -> list[dict[str, Any]]:
         """Alerts decided after ``since_ms`` (all kept ones when None), by decision time."""
@@ -100,7 +117,7 @@ async def read_outputs(
     security: KafkaSecurity,
 ) -> None:
     """Fill ``feed`` from the output topics until ``should_stop()``: ``topics`` maps a feed kind
-    (``geofence``, ``dwell``, ``alert``) to its topic. For ``app.task``."""
+    (``geofence``, ``dwell``, ``alert``, ``dispatch``) to its topic. For ``app.task``."""
     consumer = feed_consumer(bootstrap, security)
     kinds = {topic: kind for kind, topic in topics.items()}
     while not should_stop():
@@ -126,7 +143,8 @@ async def read_outputs(
         tail = [tp for tp in assigned if kinds[tp.topic] != "alert"]
         if tail:
             for tp, end in (await consumer.end_offsets(tail)).items():
-                consumer.seek(tp, max(0, end - event_history))
+                history = SUGGESTION_HISTORY if kinds[tp.topic] == "dispatch" else event_history
+                consumer.seek(tp, max(0, end - history))
         started_ms = time.time_ns() // 1_000_000
         while not should_stop():
             batch = await consumer.getmany(timeout_ms=500, max_records=2000)

@@ -184,6 +184,17 @@ class ControlRoom:
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
             return None
 
+    def suggestion(self, status: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The latest dispatch suggestion of a hot spot at risk, made in its current window;
+        None for any other state."""
+        window = status.get("window")
+        if status.get("state") != "at_risk" or not window:
+            return None
+        latest = self.feed.suggestion(str(status["id"]))
+        if latest is None or str(latest.get("ts")) < str(window.get("start")):
+            return None
+        return latest
+
     async def merged(self) -> dict[str, Any]:
         """Every worker's part merged: units, hot spots in file order (with name and geometry),
         and which peers did not answer. Cached briefly, so many screens cost one round."""
@@ -212,7 +223,14 @@ class ControlRoom:
                     "urgency": 0,
                     "next_window": None,
                 }
-                hotspots.append({**status, "name": self.names[hotspot_id], "geometry": geometry})
+                hotspots.append(
+                    {
+                        **status,
+                        "suggestion": self.suggestion(status),
+                        "name": self.names[hotspot_id],
+                        "geometry": geometry,
+                    }
+                )
             view = {
                 "now": parts[0]["now"],
                 "hotspots": hotspots,

@@ -23,6 +23,7 @@ MESSAGES: dict[str, str] = {
     "dwell-event": "DwellEvent",
     "coverage-alert": "CoverageAlert",
     "dead-letter": "DeadLetter",
+    "dispatch-suggestion": "DispatchSuggestion",
 }
 ASYNCAPI = "asyncapi"
 #: every name :func:`text` takes

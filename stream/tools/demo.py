@@ -8,7 +8,7 @@
 3. runs :class:`stream.tools.simulator.PatrolSimulator` over the packaged Leicester hot spots and
    publishes its pings to ``pings``, keyed by ``unit_id``, as they come due;
 4. prints a line per event it reads back from ``geofence-events``, ``dwell-events`` and
-   ``coverage-alerts``, and opens the control room (``http://127.0.0.1:<web-port>/``) in a
+   ``coverage-alerts`` and ``dispatch-suggestions``, and opens the control room (``http://127.0.0.1:<web-port>/``) in a
    browser when there is a display (``--no-browser`` not to);
 5. on Ctrl-C, SIGTERM or after ``--duration`` real seconds stops the worker (SIGTERM, then waits),
    then the broker. If the worker dies, its last log lines are shown and the exit code is 1.
@@ -54,6 +54,7 @@ from zoneinfo import ZoneInfo
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from geofences.dispatch import nearest_text
 from geofences.hotspots import HotSpotCollection, demo_hotspots_path, load_hotspots
 from geofences.timefmt import format_ms, parse_rfc3339_ms
 from stream.broker.embedded import BrokerError, EmbeddedBroker, start_broker
@@ -62,7 +63,7 @@ from stream.tools.processes import WorkerExited, WorkerProcess, port_open
 from stream.tools.simulator import PatrolSimulator
 
 PINGS = "pings"
-FEED_TOPICS = ("geofence-events", "dwell-events", "coverage-alerts")
+FEED_TOPICS = ("geofence-events", "dwell-events", "coverage-alerts", "dispatch-suggestions")
 PARTITIONS = 8
 READY_TIMEOUT_S = 90.0
 WORKER_STOP_TIMEOUT_S = 30.0
@@ -205,7 +206,10 @@ class Demo:
         _say(f"  broker        {self.broker.url}   (embedded tansu, memory only)")
         _say(f"  control room  {self.control_room_url()}")
         _say(f"  metrics       {web}/metrics")
-        _say("  events        geofence-events, dwell-events, coverage-alerts, pings-dlq")
+        _say(
+            "  events        geofence-events, dwell-events, coverage-alerts, "
+            "dispatch-suggestions, pings-dlq"
+        )
         _say(
             f"  patrols       {self.args.units} simulated units, seed {self.args.seed}, "
             f"speed {self.args.speed:g}x (visits last 1/{self.args.speed:g} of real patrols)"
@@ -334,6 +338,11 @@ class Demo:
                 f"{self._ts_text(event.get('exit_ts'))}  dwell  {unit:<24}  "
                 f"{self._spot(event.get('hotspot_id'))}  {length} ({event.get('exit_reason')})"
             )
+        if topic == "dispatch-suggestions":
+            units = event.get("units")
+            nearest = nearest_text(units) if isinstance(units, list) else "?"
+            spot = self._spot(event.get("hotspot_id"))
+            return f"{self._ts_text(event.get('ts'))}  SEND   {nearest:<24}  {spot}"
         kind = str(event.get("type"))
         if kind == "co_patrol":
             detail = ", ".join(str(u) for u in event.get("unit_ids") or [])

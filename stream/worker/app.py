@@ -39,10 +39,12 @@ from stream.worker.coverage_stage import (
     record_slices,
     update_messages,
 )
+from stream.worker.dispatch_stage import DispatchDesk
 from stream.worker.faust_internals import HotspotApp, read_in_bulk
 from stream.worker.intake import Batch, Intake, track
 from stream.worker.outbox import outbox_of
-from stream.worker.presence_stage import PresenceStage, StageOutput
+from stream.worker.positions_feed import read_positions
+from stream.worker.presence_stage import PUBLISH_RULE, PresenceStage, StageOutput
 from stream.worker.rebalance import Ownership, Rebalancing
 from stream.worker.settings import SESSION_TIMEOUT_S, Settings
 from stream.worker.topics import MAX_BATCH_BYTES, TopicPlan
@@ -51,6 +53,10 @@ log = logging.getLogger("hotspot")
 
 #: how often a worker that lost its broker asks whether it is back
 BROKER_PROBE_S = 2.0
+
+#: how often the hot spots a worker owns are reviewed for dispatch: suggestions of those still
+#: at risk, and whether their open windows are short (stream/worker/dispatch_stage.py)
+DISPATCH_REVIEW_S = 5.0
 
 #: the visit updates (in record bytes) the coverage agent applies before it lets the presence
 #: loop run: a batch gathers ``coverage_within_s`` of updates, and applied at once it held
@@ -108,8 +114,12 @@ class Processor:
             settings.presence,
             settings.topics.pings,
             coalesce_inside=CLOCKS[settings.clock].coalesce_inside,
+            publish_rule=PUBLISH_RULE if settings.dispatch_enabled else None,
         )
         self.coverage = CoverageStage(collection, settings.coverage, partitions)
+        self.dispatch = DispatchDesk(
+            collection, settings.dispatch, settings.presence.signal_timeout_ms
+        )
         endpoints = endpoints_from_env()
         self.webhooks = (
             WebhookDispatcher.for_settings(
@@ -159,6 +169,9 @@ class Processor:
         self.dlq_topic = app.topic(s.topics.pings_dlq, **RAW)
         self.visit_topic = app.topic(plan.visit_updates, partitions=plan.partitions, **RAW)
         self.alerts_topic = app.topic(s.topics.coverage_alerts, **RAW)
+        self.dispatch_topic = app.topic(s.topics.dispatch_suggestions, **RAW)
+        self.positions_topic = app.topic(plan.positions, **RAW)
+        self.short_topic = app.topic(plan.short_windows, **RAW)
         self.assignments_topic = app.topic(s.topics.assignments, **RAW)
         self.assignments_dlq_topic = app.topic(s.topics.assignments_dlq, **RAW)
         self.table = app.Table(
@@ -225,6 +238,10 @@ class Processor:
         app.timer(s.tick_interval_s, name="clock")(self._on_tick)
         app.timer(memory.RELEASE_INTERVAL_S, name="release-memory")(self._release_memory)
         app.timer(BROKER_PROBE_S, name="broker-link")(self._watch_broker)
+        if s.dispatch_enabled:
+            review_s = min(DISPATCH_REVIEW_S, s.dispatch.refresh_s)
+            app.timer(review_s, name="dispatch")(self._review_dispatch)
+            app.task(self._read_positions)
         if self.webhooks is not None:
             app.task(self.webhooks.serve)
         app.monitor = metrics.faust_monitor()
@@ -238,6 +255,7 @@ class Processor:
                 sum(1 for state in states.values() if state.visits),
                 (h["state"] for h in room.local_hotspots(room.now_ms())),
             )
+            metrics.positions_known.set(len(self.dispatch.view))
             await metrics.observe_lag(app.consumer, (*plan.ping_topics, plan.visit_updates))
             return metrics.exposition(web)
 
@@ -276,12 +294,49 @@ class Processor:
                     "geofence": topics.geofence_events,
                     "dwell": topics.dwell_events,
                     "alert": topics.coverage_alerts,
+                    "dispatch": topics.dispatch_suggestions,
                 },
                 lambda: self.app.should_stop,
                 security=self.settings.kafka,
             )
         finally:
             await self.control_room.close()
+
+    async def _read_positions(self) -> None:
+        """Every worker's view of the units' last fixes and of the short windows."""
+        await read_positions(
+            self.dispatch,
+            self.settings.bootstrap_servers,
+            self.plan.positions,
+            self.plan.short_windows,
+            lambda: self.app.should_stop,
+            security=self.settings.kafka,
+        )
+
+    def _owned_ledgers(self) -> dict[str, Any]:
+        owned = self.ownership.coverage_partitions()
+        partition_of = self.coverage.partition_of
+        return {
+            h: ledger for h, ledger in self.coverage.ledgers.items() if partition_of[h] in owned
+        }
+
+    def _dispatch_now_ms(self, fallback_ms: int | None = None) -> int | None:
+        """When a suggestion is decided: the clock's time (the watermark in event mode)."""
+        now_ms = self.clock.now_ms()
+        return fallback_ms if now_ms is None else now_ms
+
+    async def _review_dispatch(self) -> None:
+        now_ms = self._dispatch_now_ms()
+        if not self.ready or now_ms is None:
+            return
+        suggestions, shorts = self.dispatch.review(self._owned_ledgers(), now_ms)
+        await self.outbox.send(
+            chain(
+                self._outgoing(self.short_topic, shorts),
+                self._outgoing(self.dispatch_topic, suggestions),
+            )
+        )
+        metrics.record_suggestions(len(suggestions))
 
     # -- agent ---------------------------------------------------------------------------
 
@@ -359,6 +414,13 @@ class Processor:
             )
         )
         metrics.record_alerts(out.decided)
+        if self.settings.dispatch_enabled and any(a.type != "co_patrol" for a in out.decided):
+            # advisory, after the alerts they answer: never part of the ledgers
+            now_ms = self._dispatch_now_ms(max(alert.ts_ms for alert in out.decided))
+            assert now_ms is not None
+            suggestions = self.dispatch.on_alerts(out.decided, self._owned_ledgers(), now_ms)
+            await self._send_all(self.dispatch_topic, suggestions)
+            metrics.record_suggestions(len(suggestions))
 
     async def _send_all(self, topic: Any, messages: Iterable[Message]) -> None:
         await self.outbox.send(self._outgoing(topic, messages))
@@ -379,6 +441,7 @@ class Processor:
                 self._outgoing(self.rekeyed_topic, out.rekeyed),
                 self._outgoing(self.geofence_topic, out.geofence_events),
                 self._outgoing(self.dwell_topic, out.dwell_events),
+                self._outgoing(self.positions_topic, out.positions),
                 (
                     (visit_topic, None, message, partition)
                     for partition, message in update_messages(

@@ -46,6 +46,12 @@ units_present = Gauge(
 hotspots_by_state = Gauge(
     "hotspot_hotspots", "Hot spots whose coverage this worker owns, by state", ["state"]
 )
+suggestions = Counter(
+    "hotspot_dispatch_suggestions_total", "Dispatch suggestions written for hot spots at risk"
+)
+positions_known = Gauge(
+    "hotspot_positions_known", "Units whose last fix this worker's dispatch view holds"
+)
 consumer_lag = Gauge(
     "hotspot_consumer_lag",
     "Records between this worker's fetch position and the partition's high watermark",
@@ -85,6 +91,10 @@ def record(out: StageOutput, sent_ms: int | None = None) -> None:
 def record_alerts(decided: list[Alert]) -> None:
     for alert in decided:
         alerts.labels(str(alert.type)).inc()
+
+
+def record_suggestions(count: int) -> None:
+    suggestions.inc(count)
 
 
 def observe_gauges(tracked: int, present: int, hotspot_states: Iterable[str]) -> None:

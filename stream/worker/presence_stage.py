@@ -22,6 +22,7 @@ import orjson
 from geofences.errors import InvalidPing
 from geofences.index import HotSpotIndex
 from geofences.pings import Ping, decode_ping
+from geofences.positions import Fix, PublishRule, fix_of, state_due
 from geofences.presence import (
     DwellEvent,
     Event,
@@ -46,6 +47,8 @@ class StageOutput:
     geofence_events: list[Message] = field(default_factory=list)
     dwell_events: list[Message] = field(default_factory=list)
     visit_updates: list[VisitUpdate] = field(default_factory=list)
+    #: units' last usable fixes due to be published (geofences/positions.py), keyed by unit
+    positions: list[Message] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
     dead_letter_reasons: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
@@ -102,6 +105,9 @@ def group_matches(
     return result
 
 
+#: the positions topic's rule (docs/architecture.md, Dispatch)
+PUBLISH_RULE = PublishRule()
+
 _lon = attrgetter("lon")
 _lat = attrgetter("lat")
 
@@ -116,8 +122,13 @@ class PresenceStage:
         pings_topic: str,
         coalesce_inside: bool = False,
         checkpoint_ms: int = 60_000,
+        publish_rule: PublishRule | None = PUBLISH_RULE,
     ) -> None:
         self.coalesce_inside = coalesce_inside
+        #: when a unit's last fix is published for dispatch (None: never)
+        self.publish_rule = publish_rule
+        #: unit -> the last fix published for it
+        self.published: dict[str, Fix] = {}
         self.checkpoint_ms = checkpoint_ms
         self.index = index
         self.settings = settings
@@ -215,6 +226,7 @@ class PresenceStage:
             self.written_ms.pop(unit_id, None)
             self._unwritten.pop(unit_id, None)
             self.orphaned.discard(unit_id)
+            self.published.pop(unit_id, None)
         for tp in [tp for tp in self.partition_max_ts if tp[1] in partitions]:
             del self.partition_max_ts[tp]
         return gone
@@ -442,4 +454,22 @@ class PresenceStage:
                             )
                         )
         out.outcomes.update(results)  # StrEnums: counted under their values
+        if self.publish_rule is not None:
+            self._positions(dict.fromkeys(p.unit_id for p in pings), out)
         return out
+
+    def _positions(self, units: Iterable[str], out: StageOutput) -> None:
+        """Queue the last usable fix of each unit of a batch that the publish rule says is
+        due (:func:`geofences.positions.state_due`): the state's after the batch, since the
+        view keeps only the latest. In the order the batch first had the units."""
+        rule, published, states = self.publish_rule, self.published, self.states
+        assert rule is not None
+        add = out.positions.append
+        for unit_id in units:
+            state = states.get(unit_id)
+            if state is None or not state_due(published.get(unit_id), state, rule):
+                continue
+            fix = fix_of(unit_id, state)
+            if fix is not None:
+                published[unit_id] = fix
+                add((unit_id.encode(), compact_json(fix.to_json_dict())))

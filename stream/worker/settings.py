@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from geofences.coverage import CoverageSettings
+from geofences.dispatch import DispatchSettings
 from geofences.presence import PresenceSettings
 from stream.kafka import PLAINTEXT, KafkaSecurity, bootstrap_servers, kafka_security
 from stream.options import Option, SettingError, read
@@ -34,6 +35,7 @@ class TopicNames:
     coverage_alerts: str = "coverage-alerts"
     pings_dlq: str = "pings-dlq"
     assignments_dlq: str = "assignments-dlq"
+    dispatch_suggestions: str = "dispatch-suggestions"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TopicNames:
@@ -63,6 +65,10 @@ class Settings:
     #: its presence rules are always ``presence`` (made so in ``__post_init__``): coverage has
     #: no exit grace of its own, it reads the presence rules' one
     coverage: CoverageSettings = field(default_factory=CoverageSettings)
+    #: the dispatch suggestions' rules (geofences/dispatch.py)
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    #: whether the worker publishes positions and writes dispatch suggestions at all
+    dispatch_enabled: bool = True
     #: pings a presence batch takes at most (when that many are waiting): each batch costs a
     #: produce request, a message per coverage partition and Faust's handling of those, so a
     #: backlog goes through quicker in larger ones; a batch arriving slowly is closed by
@@ -233,9 +239,14 @@ def switch(value: str) -> bool:
     return one_of("auto", "off")(value) == "auto"
 
 
+def on_off(value: str) -> bool:
+    return one_of("on", "off")(value) == "on"
+
+
 _DEFAULT = Settings()
 _PRESENCE = PresenceSettings()
 _COVERAGE = CoverageSettings()
+_DISPATCH = DispatchSettings()
 
 #: the options of ``hotspot worker`` that are also flags, by Settings field
 WORKER_OPTIONS: dict[str, Option] = {
@@ -308,6 +319,7 @@ ENV_OPTIONS: dict[str, Option] = {
         "HOTSPOT_REPLICATION_FACTOR", str(_DEFAULT.replication_factor), count
     ),
     "broker_workarounds": Option("HOTSPOT_BROKER_WORKAROUNDS", "auto", switch),
+    "dispatch_enabled": Option("HOTSPOT_DISPATCH", "on", on_off),
 }
 
 #: the topic names, by TopicNames field
@@ -321,6 +333,7 @@ TOPIC_OPTIONS: dict[str, Option] = {
         "coverage_alerts",
         "pings_dlq",
         "assignments_dlq",
+        "dispatch_suggestions",
     )
 }
 
@@ -350,6 +363,15 @@ COVERAGE_OPTIONS: dict[str, Option] = {
 }
 
 
+#: the dispatch suggestions' settings (docs/interface.md, Settings), by DispatchSettings field
+DISPATCH_OPTIONS: dict[str, Option] = {
+    "walking_speed_mps": Option(
+        "HOTSPOT_WALKING_SPEED_MPS", str(_DISPATCH.walking_speed_mps), positive
+    ),
+    "refresh_s": Option("HOTSPOT_DISPATCH_REFRESH_S", f"{_DISPATCH.refresh_s:g}", positive),
+}
+
+
 def _read_all(
     options: Mapping[str, Option], given: Mapping[str, Any], environ: Mapping[str, str]
 ) -> dict[str, Any]:
@@ -366,6 +388,11 @@ def coverage_from_env(
 ) -> CoverageSettings:
     env = os.environ if environ is None else environ
     return CoverageSettings(presence=presence, **_read_all(COVERAGE_OPTIONS, {}, env))
+
+
+def dispatch_from_env(environ: Mapping[str, str] | None = None) -> DispatchSettings:
+    env = os.environ if environ is None else environ
+    return DispatchSettings(**_read_all(DISPATCH_OPTIONS, {}, env))
 
 
 def check_other_settings(environ: Mapping[str, str]) -> None:
@@ -398,4 +425,5 @@ def worker_settings(given: Mapping[str, Any], environ: Mapping[str, str] | None 
         topics=TopicNames.from_env(env),
         presence=presence,
         coverage=coverage_from_env(presence, env),
+        dispatch=dispatch_from_env(env),
     )

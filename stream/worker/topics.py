@@ -22,6 +22,14 @@ from stream.worker.settings import Settings, TopicNames
 #: in memory stays small
 MAX_BATCH_BYTES = 512 * 1024
 
+#: the positions topic keeps each unit's last fix (compacted), and nothing older than six hours
+#: (a fix that old is long stale: deploy/README.md, Live locations)
+POSITIONS_RETENTION_MS = 6 * 3600 * 1000
+POSITIONS_CONFIGS = {
+    "cleanup.policy": "compact,delete",
+    "retention.ms": str(POSITIONS_RETENTION_MS),
+}
+
 
 @dataclass(frozen=True)
 class TopicPlan:
@@ -44,6 +52,27 @@ class TopicPlan:
         """Internal: presence changes re-keyed by ``hotspot_id`` for the coverage stage."""
         return f"{self.app_id}-visit-updates"
 
+    @property
+    def positions(self) -> str:
+        """Internal, compacted: each unit's last usable fix, keyed by ``unit_id``, read whole by
+        every worker for dispatch suggestions. Holds live locations (deploy/README.md)."""
+        return f"{self.app_id}-unit-positions"
+
+    @property
+    def short_windows(self) -> str:
+        """Internal, compacted: per hot spot, keyed by ``hotspot_id``, until when its open
+        window is still short (null: it is not), from the hot spot's owner; read whole by every
+        worker, to tell a busy unit."""
+        return f"{self.app_id}-short-windows"
+
+    def topic_configs(self, topic: str) -> dict[str, str]:
+        """The configs a topic is created with (the others take the broker's defaults)."""
+        if topic == self.positions:
+            return dict(POSITIONS_CONFIGS)
+        if topic == self.short_windows:
+            return {"cleanup.policy": "compact"}
+        return {}
+
     def all_topics(self) -> list[str]:
         n = self.names
         return [
@@ -56,6 +85,9 @@ class TopicPlan:
             n.pings_dlq,
             n.assignments_dlq,
             self.visit_updates,
+            n.dispatch_suggestions,
+            self.positions,
+            self.short_windows,
         ]
 
 
@@ -82,7 +114,15 @@ async def prepare_broker(settings: Settings, timeout_s: float = 20.0) -> BrokerI
         if missing:
             await asyncio.wait_for(
                 admin.create_topics(
-                    [NewTopic(t, partitions, settings.replication_factor) for t in missing]
+                    [
+                        NewTopic(
+                            t,
+                            partitions,
+                            settings.replication_factor,
+                            topic_configs=plan.topic_configs(t),
+                        )
+                        for t in missing
+                    ]
                 ),
                 timeout_s,
             )

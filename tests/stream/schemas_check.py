@@ -28,6 +28,7 @@ TOPIC_SCHEMAS: dict[str, str] = {
     _NAMES.coverage_alerts: "coverage-alert",
     _NAMES.pings_dlq: "dead-letter",
     _NAMES.assignments_dlq: "dead-letter",
+    _NAMES.dispatch_suggestions: "dispatch-suggestion",
 }
 #: the topics the processor writes: what the integration tests read back is checked
 OUTPUT_TOPICS = frozenset(
@@ -37,6 +38,7 @@ OUTPUT_TOPICS = frozenset(
         _NAMES.coverage_alerts,
         _NAMES.pings_dlq,
         _NAMES.assignments_dlq,
+        _NAMES.dispatch_suggestions,
     }
 )
 

@@ -38,6 +38,7 @@ from stream.kafka import (
 from stream.options import SettingError
 from stream.tools import replay
 from stream.worker.app import Processor, broker_credentials
+from stream.worker.positions_feed import positions_consumer
 from stream.worker.settings import Settings, worker_settings
 from stream.worker.topics import prepare_broker
 
@@ -433,14 +434,20 @@ def test_the_settings_reach_the_client(
 
 
 @pytest.mark.usefixtures("quiet_unclosed")
-def test_the_settings_reach_the_feed_and_the_webhook_outbox(pki: dict[str, Path]) -> None:
+def test_the_settings_reach_the_feed_the_webhook_outbox_and_the_positions_feed(
+    pki: dict[str, Path],
+) -> None:
     security = KafkaSecurity.from_env(sasl_ssl_env(pki))
 
     async def build() -> list[Any]:
         dispatcher = WebhookDispatcher(
             ["127.0.0.1:9"], "coverage-alerts", "g", [], {}, "UTC", security=security
         )
-        return [feed_consumer(["127.0.0.1:9"], security), dispatcher.new_consumer()]
+        return [
+            feed_consumer(["127.0.0.1:9"], security),
+            dispatcher.new_consumer(),
+            positions_consumer(["127.0.0.1:9"], security),
+        ]
 
     for consumer in asyncio.run(build()):
         assert_secured(consumer, security)

@@ -746,6 +746,7 @@ DOC_SECTIONS = {
     "DwellEvent": "dwell-event",
     "CoverageAlert": "coverage-alert",
     "DeadLetter": "dead-letter",
+    "DispatchSuggestion": "dispatch-suggestion",
 }
 INTERFACE = ROOT / "docs" / "interface.md"
 

@@ -390,6 +390,45 @@ function drawUnits(units) {
   }
 }
 
+// A line from each hot spot at risk to each unit suggested for it (Leaflet takes [lat, lon]).
+const suggestionLines = new Map(); // hotspot id -> {key, group}
+
+function drawSuggestions(items) {
+  const seen = new Set();
+  for (const item of items) {
+    const units = item.state === "at_risk" && item.suggestion ? item.suggestion.units || [] : [];
+    const poly = polygons.get(item.id);
+    if (!units.length || !poly) continue;
+    const centre = poly.layer.getBounds().getCenter();
+    const ends = units
+      .map((u) => ({ u, at: model.units.get(u.unit_id) }))
+      .filter(({ at }) => at && Number.isFinite(at.lat) && Number.isFinite(at.lon));
+    const key = JSON.stringify(ends.map(({ u, at }) => [u.unit_id, u.busy, at.lat, at.lon]));
+    seen.add(item.id);
+    const held = suggestionLines.get(item.id);
+    if (held && held.key === key) continue;
+    if (held) held.group.remove();
+    const group = L.layerGroup(
+      ends.map(({ u, at }) =>
+        L.polyline([centre, [at.lat, at.lon]], {
+          className: `suggestion-line hs-${cssToken(item.id)}${u.busy ? " busy" : ""}`,
+          color: "#fbbf24",
+          weight: 2,
+          dashArray: u.busy ? "2 6" : "6 4",
+          interactive: false,
+        }),
+      ),
+    ).addTo(map);
+    suggestionLines.set(item.id, { key, group });
+  }
+  for (const [id, held] of suggestionLines) {
+    if (!seen.has(id)) {
+      held.group.remove();
+      suggestionLines.delete(id);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Board
 
@@ -537,6 +576,37 @@ function fillRow(row, item) {
     );
   } else if (win) {
     parts.push(h("div", { class: "row-present muted" }, "Nobody there"));
+  }
+
+  const suggested = state === "at_risk" && item.suggestion ? item.suggestion.units || [] : null;
+  if (suggested) {
+    parts.push(
+      suggested.length
+        ? h(
+            "div",
+            { class: "row-suggested" },
+            h("span", { class: "suggested-label" }, "Send:"),
+            h(
+              "ol",
+              { class: "suggested-units", "aria-label": "Suggested units" },
+              suggested.map((u) =>
+              h(
+                "li",
+                {
+                  class: `suggested-unit type-${cssToken(u.unit_type || "unknown")}${u.busy ? " busy" : ""}`,
+                  dataset: { unitId: u.unit_id },
+                  title: `last fix ${duration(u.fix_age_s)} ago${u.busy ? "; busy in another hot spot still short" : ""}`,
+                },
+                h("span", { class: "unit-type" }, unitLabel(u.unit_type)),
+                ` ${u.unit_id}`,
+                h("span", { class: "dist" }, ` ${Math.round(u.distance_m)} m (~${Math.max(1, Math.ceil(u.eta_minutes))} min)`),
+                u.busy ? h("span", { class: "busy-tag" }, " busy") : null,
+              ),
+              ),
+            ),
+          )
+        : h("div", { class: "row-suggested muted" }, "No eligible unit with a recent fix"),
+    );
   }
 
   row.replaceChildren(
@@ -784,6 +854,7 @@ function applyHotspots(payload) {
   if (payload.now !== undefined) model.now = payload.now;
   showUnreachable(payload.unreachable);
   drawHotspots(items);
+  drawSuggestions(items);
   renderBoard(items);
   renderHeader();
 }
@@ -817,6 +888,7 @@ function applyState(payload) {
   const units = payload.units || [];
   model.units = new Map(units.map((u) => [u.unit_id, u]));
   drawUnits(units);
+  drawSuggestions(items);
   renderUnits(units);
   renderHeader();
   lastStateWallClock = Date.now();

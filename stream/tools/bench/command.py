@@ -10,6 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from stream.tools.bench.dispatch import measure_dispatch
 from stream.tools.bench.in_process import (
     PYTHON_GC_THRESHOLDS,
     coverage_pings_per_s,
@@ -17,11 +18,18 @@ from stream.tools.bench.in_process import (
     stage_pings_per_s,
 )
 from stream.tools.bench.latency import run_latency_curve
-from stream.tools.bench.load import E2E_PINGS, E2E_UNITS, MEMORY_UNITS, make_load
+from stream.tools.bench.load import (
+    DISPATCH_UNITS,
+    E2E_PINGS,
+    E2E_UNITS,
+    MEMORY_UNITS,
+    make_load,
+)
 from stream.tools.bench.memory import state_bytes_per_unit, worker_memory
 from stream.tools.bench.reference import reference_events
 from stream.tools.bench.report import (
     Row,
+    dispatch_rows,
     kernel_rows,
     latency_rows,
     machine,
@@ -34,7 +42,7 @@ from stream.tools.bench.report import (
 )
 from stream.tools.bench.throughput import Throughput, run_throughput
 
-MEASUREMENTS = ("kernel", "stage", "e2e", "scale", "latency", "memory")
+MEASUREMENTS = ("kernel", "stage", "dispatch", "e2e", "scale", "latency", "memory")
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -69,6 +77,11 @@ def run_bench(args: argparse.Namespace) -> int:
         tuned = stage_pings_per_s(load, GC_THRESHOLDS)
         python_gc = stage_pings_per_s(load, PYTHON_GC_THRESHOLDS)
         note(*stage_rows(tuned, python_gc, *coverage_pings_per_s(load, GC_THRESHOLDS)))
+
+    if "dispatch" not in skip:
+        # ten minutes of pings, one a unit every 10 s: the rate after the first minute
+        dispatch_load = make_load(args.seed + 2, args.hotspots, DISPATCH_UNITS, DISPATCH_UNITS * 60)
+        note(*dispatch_rows(measure_dispatch(dispatch_load)))
 
     workdir = Path(tempfile.mkdtemp(prefix="hotspot-bench-"))
     try:

@@ -30,6 +30,8 @@ UNIT_TYPE_WEIGHTS = (0.6, 0.25, 0.1, 0.05)
 E2E_PINGS, E2E_UNITS = 1_000_000, 10_000
 #: the memory target's scale: 100,000 units tracked under 300 MB RSS
 MEMORY_UNITS = 100_000
+#: the dispatch view's scale: every unit of a large force
+DISPATCH_UNITS = 20_000
 
 #: a ping as produced: (key, value)
 Message = tuple[bytes, bytes]

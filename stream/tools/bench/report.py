@@ -17,6 +17,7 @@ from pathlib import Path
 
 import shapely
 
+from stream.tools.bench.dispatch import DispatchFigures
 from stream.tools.bench.in_process import Kernel
 from stream.tools.bench.latency import AIM_P99_MS, AIM_UP_TO_SHARE, Curve, percentiles
 from stream.tools.bench.load import MEMORY_UNITS
@@ -231,5 +232,26 @@ def memory_rows(heap: float, value: float, worker: WorkerMemory, units: int) -> 
             f"idle worker: {worker.idle_mb:,.0f} MB)",
             f"< 300 MB at {MEMORY_UNITS:,} units",
             verdict(worker.settled_mb < 300 and worker.units >= units, units < MEMORY_UNITS),
+        ),
+    ]
+
+
+def dispatch_rows(figures: DispatchFigures) -> list[Row]:
+    """The positions topic's rate and every worker's position view, at the load's units."""
+    f = figures
+    return [
+        Row(
+            f"positions published, {f.units:,} units pinging every 10 s",
+            f"{fmt(f.records_per_s)} records/s ({fmt(f.pings_per_s)} pings/s in); "
+            f"{f.value_bytes:,.0f} B a value",
+            f"{fmt(f.units / 30)}/s if each unit published only every 30 s",
+            "",
+        ),
+        Row(
+            f"position view of {f.units:,} units (every worker)",
+            f"{f.view_bytes / 1e6:,.1f} MB heap ({f.view_bytes_per_unit:,.0f} B a unit); "
+            f"a ranking {f.rank_ms_median:.2f} ms median, {f.rank_ms_max:.2f} ms max",
+            "",
+            "",
         ),
     ]

@@ -200,7 +200,22 @@ def test_the_command_keeps_its_options(tmp_path: Path) -> None:
     args = parser.parse_args(["--quick", "--skip", "scale", "memory", "--profile", str(tmp_path)])
     assert args.quick and args.skip == ["scale", "memory"] and args.seed == 3
     assert args.hotspots == 2000 and args.transport == "kafka"
-    assert MEASUREMENTS == ("kernel", "stage", "e2e", "scale", "latency", "memory")
+    assert MEASUREMENTS == ("kernel", "stage", "dispatch", "e2e", "scale", "latency", "memory")
     assert "issue" not in parser.format_help()
     assert args.latency_backlog is None
     assert parser.parse_args(["--latency-backlog", "60000"]).latency_backlog == 60_000.0
+
+
+def test_the_dispatch_rows_count_positions_after_the_warm_up() -> None:
+    from stream.tools.bench.dispatch import measure_dispatch
+    from stream.tools.bench.report import dispatch_rows
+
+    load = make_load(5, 40, 200, 200 * 12)  # two minutes of pings
+    figures = measure_dispatch(load, rankings=5)
+    assert figures.units == 200  # every unit's last fix is in the view
+    # after the first minute: one ping a unit every 10 s, a position at most once a ping
+    assert figures.pings_per_s > 0
+    assert 0 < figures.records_per_s <= figures.pings_per_s
+    assert figures.view_bytes > 0 and figures.value_bytes > 0
+    rows = dispatch_rows(figures)
+    assert "records/s" in rows[0].figure and "200 units" in rows[1].what

@@ -21,6 +21,7 @@ from geofences.projection import metres_per_degree
 from geofences.timefmt import format_ms
 from stream.alerts.webhooks import WebhookDispatcher, WebhookEndpoint
 from stream.control_room.feed import Feed
+from stream.kafka import PLAINTEXT
 from stream.records import Record
 from stream.worker.dispatch_stage import DispatchDesk
 from stream.worker.positions_feed import take_record
@@ -197,6 +198,7 @@ def test_a_suggestion_is_its_own_webhook_delivery_json_and_text() -> None:
         endpoints,
         {"HS-T": "Target"},
         "UTC",
+        security=PLAINTEXT,
         suggestions_topic="dispatch-suggestions",
     )
     body = {

@@ -197,6 +197,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    from stream.tools.soak import cmd_soak as soak
+
+    return soak(args)
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     import json
 
@@ -273,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(bench)
     bench.set_defaults(func=cmd_bench)
+
+    soak = sub.add_parser(
+        "soak", help="run one live worker at a steady rate and report what it holds each minute"
+    )
+    from stream.tools.soak import add_arguments as soak_arguments
+
+    soak_arguments(soak)
+    soak.set_defaults(func=cmd_soak)
 
     validate = sub.add_parser("validate", help="check a hot spot file")
     validate.add_argument("file")

@@ -218,6 +218,7 @@ class Processor:
                 sum(1 for state in states.values() if state.visits),
                 (h["state"] for h in room.local_hotspots(room.now_ms())),
             )
+            metrics.observe_tasks()
             await metrics.observe_lag(app.consumer, (*plan.ping_topics, plan.visit_updates))
             return metrics.exposition(web)
 

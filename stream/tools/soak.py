@@ -35,7 +35,7 @@ import orjson
 
 from stream.broker.embedded import start_broker
 from stream.kafka import bootstrap_servers
-from stream.tools.bench.cluster import READY_TIMEOUT_S, STOP_TIMEOUT_S, partitions_of
+from stream.tools.bench.cluster import READY_TIMEOUT_S, STOP_TIMEOUT_S
 from stream.tools.bench.latency import (
     Sample as Latency,
 )
@@ -227,7 +227,7 @@ async def _soak(
 
     bootstrap = bootstrap_servers(url)
     consumer = await enter_consumer(",".join(bootstrap), topics.geofence_events)
-    partitions = len(await partitions_of(consumer, topics.pings))
+    partitions = len(consumer.assignment())  # every topic the worker made has its count
     latencies: list[Latency] = []
     stop = asyncio.Event()
     reader = asyncio.create_task(read_enters(consumer, latencies, stop))
@@ -247,9 +247,12 @@ async def _soak(
     started = time.monotonic()
     taken = 0
     try:
-        for interval in range(1, math.ceil(seconds / interval_s) + 1):
-            due = started + min(interval * interval_s, seconds)
-            await asyncio.wait({sender}, timeout=max(0.0, due - time.monotonic()))
+        last = math.ceil(seconds / interval_s)
+        for interval in range(1, last + 1):
+            due = started + interval * interval_s
+            # the last report waits for every ping to be sent, however late
+            timeout = None if interval == last else max(0.0, due - time.monotonic())
+            await asyncio.wait({sender}, timeout=timeout)
             if sender.done() and sender.exception() is not None:
                 raise RuntimeError("sending pings failed") from sender.exception()
             rss_mb, fds, tasks = await asyncio.to_thread(read_worker, worker)

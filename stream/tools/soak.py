@@ -23,6 +23,7 @@ import contextlib
 import csv
 import math
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -345,7 +346,11 @@ def cmd_soak(args: argparse.Namespace) -> int:
     """Run the soak, print a line a report and the verdict; exit 1 if something grew."""
     for name in ("rate", "minutes", "interval"):
         if not getattr(args, name) > 0:
-            print(f"hotspot: --{name}: must be more than 0", flush=True)
+            print(f"hotspot: --{name}: must be more than 0", file=sys.stderr)
+            return 2
+    for name in ("units", "hotspots"):
+        if getattr(args, name) < 1:
+            print(f"hotspot: --{name}: must be 1 or more", file=sys.stderr)
             return 2
     seconds = args.minutes * 60
     print(

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.cli import build_parser
+from stream.cli import build_parser, main
 from stream.tools.soak import (
     RSS_LIMIT_BYTES_PER_PING,
     Sample,
@@ -100,6 +100,21 @@ def test_the_command_defaults() -> None:
     args = build_parser().parse_args(["soak"])
     assert (args.rate, args.minutes, args.interval) == (2000.0, 10.0, 60.0)
     assert args.rss_limit == RSS_LIMIT_BYTES_PER_PING and args.broker is None
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (["--rate", "0"], "hotspot: --rate: must be more than 0"),
+        (["--minutes", "-1"], "hotspot: --minutes: must be more than 0"),
+        (["--units", "0"], "hotspot: --units: must be 1 or more"),
+    ],
+)
+def test_a_bad_option_exits_2_with_one_line(
+    given: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["soak", *given]) == 2
+    assert capsys.readouterr().err == said + "\n"
 
 
 @pytest.mark.integration

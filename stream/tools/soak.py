@@ -68,6 +68,8 @@ class Sample:
     rss_mb: float
     open_fds: int
     asyncio_tasks: int
+    #: the worker's CPU seconds (user + system) in this interval
+    cpu_s: float
     #: enters read back in this interval, and their latency from the ping being produced
     enters: int
     p50_ms: float | None
@@ -132,7 +134,7 @@ def growth(
 def header() -> str:
     return (
         f"{'interval':>8} {'minute':>7} {'pings sent':>12} {'RSS MB':>8} {'fds':>5} "
-        f"{'tasks':>6} {'enters':>7} {'p50 ms':>7} {'p99 ms':>7}"
+        f"{'tasks':>6} {'CPU s':>6} {'enters':>7} {'p50 ms':>7} {'p99 ms':>7}"
     )
 
 
@@ -143,6 +145,7 @@ def line(sample: Sample) -> str:
     return (
         f"{sample.interval:>8} {sample.elapsed_s / 60:>7.1f} {sample.pings_sent:>12,} "
         f"{sample.rss_mb:>8.1f} {sample.open_fds:>5} {sample.asyncio_tasks:>6} "
+        f"{sample.cpu_s:>6.1f} "
         f"{sample.enters:>7,} {ms(sample.p50_ms):>7} {ms(sample.p99_ms):>7}"
     )
 
@@ -159,9 +162,9 @@ def write_samples(path: Path, samples: Sequence[Sample]) -> None:
         path.write_bytes(orjson.dumps(rows, option=orjson.OPT_INDENT_2) + b"\n")
 
 
-def read_worker(worker: WorkerProcess) -> tuple[float, int, int]:
-    """The worker's RSS (MB), open fds and asyncio tasks, from one scrape of its ``/metrics``
-    (prometheus-client's process collector, and the worker's own task gauge)."""
+def read_worker(worker: WorkerProcess) -> tuple[float, int, int, float]:
+    """The worker's RSS (MB), open fds, asyncio tasks and CPU seconds so far, from one scrape
+    of its ``/metrics`` (prometheus-client's process collector, and the worker's task gauge)."""
     text = worker.metrics()
     if not text:
         if not worker.alive():
@@ -171,6 +174,7 @@ def read_worker(worker: WorkerProcess) -> tuple[float, int, int]:
         metric_sum(text, "process_resident_memory_bytes") / (1024 * 1024),
         int(metric_sum(text, "process_open_fds")),
         int(metric_sum(text, "hotspot_asyncio_tasks")),
+        metric_sum(text, "process_cpu_seconds_total"),
     )
 
 
@@ -245,6 +249,7 @@ async def _soak(
         send_at_rate(producer, topics.pings, source, rate, seconds, on_sent=count)
     )
     samples: list[Sample] = []
+    cpu_before = (await asyncio.to_thread(read_worker, worker))[3]
     started = time.monotonic()
     taken = 0
     try:
@@ -256,7 +261,7 @@ async def _soak(
             await asyncio.wait({sender}, timeout=timeout)
             if sender.done() and sender.exception() is not None:
                 raise RuntimeError("sending pings failed") from sender.exception()
-            rss_mb, fds, tasks = await asyncio.to_thread(read_worker, worker)
+            rss_mb, fds, tasks, cpu_s = await asyncio.to_thread(read_worker, worker)
             window = [ms for _, ms in latencies[taken:]]
             taken += len(window)
             p50, p99 = percentiles(window) or (None, None)
@@ -267,10 +272,12 @@ async def _soak(
                 rss_mb,
                 fds,
                 tasks,
+                cpu_s - cpu_before,
                 len(window),
                 p50,
                 p99,
             )
+            cpu_before = cpu_s
             samples.append(sample)
             report(sample)
         await sender

@@ -24,7 +24,7 @@ from stream.tools.soak import (
 
 def samples(rss: list[float], fds: list[int], tasks: list[int], per: int = 1000) -> list[Sample]:
     return [
-        Sample(i + 1, 5.0 * (i + 1), per * (i + 1), r, f, t, 10, 20.0, 50.0)
+        Sample(i + 1, 5.0 * (i + 1), per * (i + 1), r, f, t, 0.25, 10, 20.0, 50.0)
         for i, (r, f, t) in enumerate(zip(rss, fds, tasks, strict=True))
     ]
 
@@ -74,8 +74,19 @@ def test_the_warm_up_is_left_out_and_too_few_samples_give_no_verdict() -> None:
 
 def test_reports_print_and_write(tmp_path: Path) -> None:
     taken = samples([90.25, 91.0], [16, 16], [56, 57])
-    taken[1] = Sample(2, 120.0, 240_000, 91.0, 16, 57, 0, None, None)
-    assert line(taken[0]).split() == ["1", "0.1", "1,000", "90.2", "16", "56", "10", "20", "50"]
+    taken[1] = Sample(2, 120.0, 240_000, 91.0, 16, 57, 3.5, 0, None, None)
+    assert line(taken[0]).split() == [
+        "1",
+        "0.1",
+        "1,000",
+        "90.2",
+        "16",
+        "56",
+        "0.2",
+        "10",
+        "20",
+        "50",
+    ]
     assert line(taken[1]).split()[-2:] == ["-", "-"]
     write_samples(tmp_path / "soak.json", taken)
     rows = orjson.loads((tmp_path / "soak.json").read_bytes())
@@ -86,6 +97,7 @@ def test_reports_print_and_write(tmp_path: Path) -> None:
         "rss_mb": 91.0,
         "open_fds": 16,
         "asyncio_tasks": 57,
+        "cpu_s": 3.5,
         "enters": 0,
         "p50_ms": None,
         "p99_ms": None,
@@ -125,6 +137,7 @@ def test_a_short_soak_finds_nothing_growing_after_the_warm_up() -> None:
     assert len(taken) == 10
     assert [s.interval for s in taken] == list(range(1, 11))
     assert all(s.rss_mb > 0 and s.open_fds > 0 and s.asyncio_tasks > 0 for s in taken)
+    assert all(s.cpu_s >= 0 for s in taken) and sum(s.cpu_s for s in taken) > 0
     assert taken[-1].pings_sent == 1000 * 40
     assert sum(s.enters for s in taken) > 0
     # the bound: a worker keeping 128 B of every ping (about a ping's key and value) exceeds

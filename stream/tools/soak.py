@@ -83,6 +83,9 @@ class Growth:
     the second half (a leak lifts the floor above the earlier peaks; noise does not)."""
 
     rss_bytes_per_ping: float
+    #: the same slope against the enters read back: the coverage ledgers keep every visit for
+    #: a day (``visit_retention_minutes``), so during the first day RSS rises with visits
+    rss_bytes_per_enter: float
     rss_limit_bytes_per_ping: float
     fds: tuple[int, int]
     tasks: tuple[int, int]
@@ -122,9 +125,11 @@ def growth(
         return None
     half = len(after) // 2
     first, second = after[:half], after[half:]
-    rss = slope([s.pings_sent for s in after], [s.rss_mb * 1024 * 1024 for s in after])
+    rss = [s.rss_mb * 1024 * 1024 for s in after]
+    enters = np.cumsum([s.enters for s in after]).tolist()
     return Growth(
-        rss_bytes_per_ping=rss,
+        rss_bytes_per_ping=slope([s.pings_sent for s in after], rss),
+        rss_bytes_per_enter=slope(enters, rss),
         rss_limit_bytes_per_ping=rss_limit_bytes_per_ping,
         fds=(max(s.open_fds for s in first), min(s.open_fds for s in second)),
         tasks=(max(s.asyncio_tasks for s in first), min(s.asyncio_tasks for s in second)),
@@ -388,7 +393,8 @@ def cmd_soak(args: argparse.Namespace) -> int:
         print(f"too few reports after the warm-up ({args.warm_up}) to judge growth")
         return 0
     print(
-        f"after the warm-up: RSS {verdict.rss_bytes_per_ping:+.1f} B a ping; open fds at most "
+        f"after the warm-up: RSS {verdict.rss_bytes_per_ping:+.1f} B a ping "
+        f"({verdict.rss_bytes_per_enter:+,.0f} B an enter); open fds at most "
         f"{verdict.fds[0]} then at least {verdict.fds[1]}; asyncio tasks at most "
         f"{verdict.tasks[0]} then at least {verdict.tasks[1]}"
     )

@@ -54,6 +54,7 @@ def test_a_leak_of_memory_fds_or_tasks_is_found() -> None:
     verdict = growth(samples([90 + i for i in range(8)], [16 + i for i in range(8)], [56] * 8), 2)
     assert verdict is not None
     assert verdict.rss_bytes_per_ping == pytest.approx(mb / 1000)
+    assert verdict.rss_bytes_per_enter == pytest.approx(mb / 10)  # 10 enters a sample
     assert verdict.fds == (20, 21)
     problems = verdict.problems()
     assert len(problems) == 2

@@ -306,11 +306,13 @@ def run_soak(
     broker_url: str | None = None,
     report: Callable[[Sample], object] = lambda sample: None,
     started: Callable[[WorkerProcess], object] = lambda worker: None,
+    fixes_per_unit: int = FIXES_PER_UNIT,
 ) -> list[Sample]:
     """Soak one live-clock worker at ``rate`` pings/s for ``seconds``, a sample every
     ``interval_s`` (each handed to ``report`` as it is taken); ``started`` is told the worker
-    once it is ready."""
-    load = make_load(seed, hotspots, units, units * FIXES_PER_UNIT)
+    once it is ready. The load is ``fixes_per_unit`` fixes of each unit, sent again from the
+    first after the last (every unit then jumps back to where it started)."""
+    load = make_load(seed, hotspots, units, units * fixes_per_unit)
     workdir = Path(tempfile.mkdtemp(prefix="hotspot-soak-"))
     try:
         with soak_worker(load, workdir, broker_url) as (url, worker, topics):

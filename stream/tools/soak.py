@@ -56,6 +56,8 @@ FIXES_PER_UNIT = 30
 #: the RSS bound of the verdict, bytes a ping sent: a worker keeping anything of each ping
 #: (a record, a key, an event) exceeds it; allocator noise over a few minutes does not
 RSS_LIMIT_BYTES_PER_PING = 64.0
+#: scrapes of the worker's /metrics tried for one report
+SCRAPE_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -170,11 +172,14 @@ def write_samples(path: Path, samples: Sequence[Sample]) -> None:
 def read_worker(worker: WorkerProcess) -> tuple[float, int, int, float]:
     """The worker's RSS (MB), open fds, asyncio tasks and CPU seconds so far, from one scrape
     of its ``/metrics`` (prometheus-client's process collector, and the worker's task gauge)."""
-    text = worker.metrics()
-    if not text:
+    for _ in range(SCRAPE_TRIES):  # a busy worker may miss one scrape's 5 s
+        text = worker.metrics()
+        if text:
+            break
         if not worker.alive():
             raise WorkerExited(f"the worker exited: {worker.log_tail()}")
-        raise RuntimeError("the worker's /metrics did not answer")
+    else:
+        raise RuntimeError(f"the worker's /metrics did not answer {SCRAPE_TRIES} times")
     return (
         metric_sum(text, "process_resident_memory_bytes") / (1024 * 1024),
         int(metric_sum(text, "process_open_fds")),

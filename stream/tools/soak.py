@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from stream.alerts.webhooks import ENV_VAR as WEBHOOKS_VAR
 from stream.broker.embedded import start_broker
 from stream.kafka import bootstrap_servers
 from stream.tools.bench.cluster import READY_TIMEOUT_S, STOP_TIMEOUT_S
@@ -53,8 +54,8 @@ from stream.worker.settings import TOPIC_OPTIONS, TopicNames
 
 #: fixes a unit has in the looped load: at the default rate and units, one pass is 5 minutes
 FIXES_PER_UNIT = 30
-#: the RSS bound of the verdict, bytes a ping sent: a worker keeping anything of each ping
-#: (a record, a key, an event) exceeds it; allocator noise over a few minutes does not
+#: the RSS bound of the verdict, bytes a ping sent: a worker keeping anything sizeable of each
+#: ping (its record, its value, an event) exceeds it; allocator noise over minutes does not
 RSS_LIMIT_BYTES_PER_PING = 64.0
 #: scrapes of the worker's /metrics tried for one report
 SCRAPE_TRIES = 3
@@ -212,10 +213,11 @@ def soak_worker(
         geofences=geofences,
         data_dir=workdir / "data",
         cwd=workdir,
+        # every topic named, whatever the caller's environment says; and no webhooks, so
+        # that a soak never posts alerts to a real endpoint
         extra_env={
-            option.env: getattr(topics, role)
-            for role, option in TOPIC_OPTIONS.items()
-            if broker is None
+            **{option.env: getattr(topics, role) for role, option in TOPIC_OPTIONS.items()},
+            WEBHOOKS_VAR: "",
         },
     )
     try:

@@ -326,6 +326,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    from stream.tools.soak import cmd_soak as soak
+
+    return soak(args)
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     import json
 
@@ -458,6 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--start", type=_date, default=date(2026, 10, 12), help="first date (default 2026-10-12)"
     )
     simulate.set_defaults(func=cmd_simulate)
+
+    soak = sub.add_parser(
+        "soak", help="run one live worker at a steady rate and report what it holds each minute"
+    )
+    from stream.tools.soak import add_arguments as soak_arguments
+
+    soak_arguments(soak)
+    soak.set_defaults(func=cmd_soak)
 
     validate = sub.add_parser("validate", help="check a hot spot file")
     validate.add_argument("file")

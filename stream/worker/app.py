@@ -256,6 +256,7 @@ class Processor:
                 (h["state"] for h in room.local_hotspots(room.now_ms())),
             )
             metrics.positions_known.set(len(self.dispatch.view))
+            metrics.observe_tasks()
             await metrics.observe_lag(app.consumer, (*plan.ping_topics, plan.visit_updates))
             return metrics.exposition(web)
 

@@ -52,6 +52,9 @@ suggestions = Counter(
 positions_known = Gauge(
     "hotspot_positions_known", "Units whose last fix this worker's dispatch view holds"
 )
+asyncio_tasks = Gauge(
+    "hotspot_asyncio_tasks", "Asyncio tasks not yet done in the worker's event loop"
+)
 consumer_lag = Gauge(
     "hotspot_consumer_lag",
     "Records between this worker's fetch position and the partition's high watermark",
@@ -107,6 +110,12 @@ def observe_gauges(tracked: int, present: int, hotspot_states: Iterable[str]) ->
     states = Tally(hotspot_states)
     for state in HOTSPOT_STATES:
         hotspots_by_state.labels(state).set(states.get(state, 0))
+
+
+def observe_tasks() -> None:
+    """Set :data:`asyncio_tasks` from the running loop; called at each scrape, from the loop
+    (the count is cheap, and a soak watches it for tasks that pile up)."""
+    asyncio_tasks.set(len(asyncio.all_tasks()))
 
 
 async def observe_lag(consumer: Any, topics: Iterable[str]) -> None:

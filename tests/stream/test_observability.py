@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from faust.types import TP
+from prometheus_client import REGISTRY
 
 from stream.broker.embedded import EmbeddedBroker
 from stream.worker import metrics
@@ -115,6 +116,20 @@ def test_the_lag_follows_the_assignment() -> None:
     consumer.assigned = {TP("pings", 1): (7, 7)}  # partition 0 went to another worker
     asyncio.run(metrics.observe_lag(consumer, ["pings"]))
     assert lag_samples() == {("pings", "1"): 0}
+
+
+def test_the_task_gauge_counts_the_loops_unfinished_tasks() -> None:
+    async def count_with(extra: int) -> float:
+        hold = asyncio.Event()
+        tasks = [asyncio.create_task(hold.wait()) for _ in range(extra)]
+        await asyncio.sleep(0)
+        metrics.observe_tasks()
+        hold.set()
+        await asyncio.gather(*tasks)
+        return float(REGISTRY.get_sample_value("hotspot_asyncio_tasks") or 0)
+
+    assert asyncio.run(count_with(0)) == 1  # the coroutine asking
+    assert asyncio.run(count_with(5)) == 6
 
 
 def scrape(worker: Worker) -> str:

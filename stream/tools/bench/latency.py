@@ -31,7 +31,7 @@ import orjson
 
 from geofences.timefmt import parse_rfc3339_ms
 from stream.broker.tansu import FETCH_WAIT_MS
-from stream.kafka import ensure_topic, key_partition
+from stream.kafka import KafkaSecurity, ensure_topic, key_partition
 from stream.tools.bench.cluster import BENCH_BROKER, cluster, partitions_of
 from stream.tools.bench.load import Load, Message
 
@@ -154,17 +154,19 @@ def routed_forever(messages: Sequence[Message], partitions: int) -> Iterator[tup
             yield partition, (key, value)
 
 
-async def _send(
+async def send_at_rate(
     producer: Any,
     topic: str,
     source: Iterator[tuple[int, Message]],
     rate: float | None,
     seconds: float,
+    on_sent: Callable[[int], object] = lambda count: None,
 ) -> tuple[int, float]:
     """Send pings from ``source`` to ``topic``, ``rate`` a second (as fast as the client can
     when None) for ``seconds``, in ticks of :data:`TICK_S`: every ping of a tick is stamped
-    with the wall clock as the tick starts and goes out in one record batch per partition.
-    Returns the pings sent and the seconds until the broker had them all."""
+    with the wall clock as the tick starts and goes out in one record batch per partition;
+    ``on_sent`` is told each tick's count. Returns the pings sent and the seconds until the
+    broker had them all."""
     per_tick = max(1, round(rate * TICK_S)) if rate is not None else 1000
     total = round(rate * seconds) if rate is not None else math.inf
     started = time.perf_counter()
@@ -187,6 +189,12 @@ async def _send(
         for partition, batch in batches.items():
             delivered.append(await producer.send_batch(batch, topic, partition=partition))
         sent += count
+        on_sent(count)
+        if len(delivered) > 4096:  # a long run: keep only what the broker has not acked yet
+            for future in delivered:
+                if future.done():
+                    future.result()  # a failed delivery is raised here, not dropped
+            delivered = [future for future in delivered if not future.done()]
         if rate is not None:
             due = started + sent / rate
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
@@ -194,6 +202,40 @@ async def _send(
             await asyncio.sleep(0)
     await asyncio.gather(*delivered)
     return sent, time.perf_counter() - started
+
+
+async def enter_consumer(bootstrap: str, topic: str, security: KafkaSecurity = BENCH_BROKER) -> Any:
+    """A started consumer assigned every partition of the geofence events ``topic``, from its
+    end: what :func:`read_enters` reads."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    # Tansu holds a Fetch for its whole wait when records arrive (stream/broker/tansu.py)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=FETCH_WAIT_MS,
+        **security.client_kwargs(),
+    )
+    await consumer.start()
+    tps = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+    return consumer
+
+
+async def read_enters(consumer: Any, samples: list[Sample], stop: asyncio.Event) -> None:
+    """Until ``stop`` is set, append a sample to ``samples`` for each ``enter`` read: its
+    ping's ``ts`` (stamped as the ping was produced) and the ms from then to now."""
+    while not stop.is_set():
+        batch = await consumer.getmany(timeout_ms=20)
+        now_ms = time.time() * 1000
+        for records in batch.values():
+            for record in records:
+                event = orjson.loads(record.value)
+                if event["type"] == "enter":
+                    ts_ms = parse_rfc3339_ms(event["ts"])
+                    samples.append((ts_ms, now_ms - ts_ms))
 
 
 async def _curve(
@@ -204,46 +246,20 @@ async def _curve(
     calibrate_s: float,
     counted: Callable[[], int],
 ) -> Curve:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-    from aiokafka.structs import TopicPartition
+    from aiokafka import AIOKafkaProducer
 
     await ensure_topic(f"kafka://{bootstrap}", PRODUCER_TOPIC, PARTITIONS, security=BENCH_BROKER)
-    # Tansu holds a Fetch for its whole wait when records arrive (stream/broker/tansu.py)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=FETCH_WAIT_MS,
-        **BENCH_BROKER.client_kwargs(),
-    )
-    await consumer.start()
-    tps = [
-        TopicPartition("geofence-events", p)
-        for p in await partitions_of(consumer, "geofence-events")
-    ]
-    consumer.assign(tps)
-    await consumer.seek_to_end(*tps)
+    consumer = await enter_consumer(bootstrap, "geofence-events")
     samples: list[Sample] = []
     stop = asyncio.Event()
-
-    async def read() -> None:
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=20)
-            now_ms = time.time() * 1000
-            for records in batch.values():
-                for record in records:
-                    event = orjson.loads(record.value)
-                    if event["type"] == "enter":
-                        ts_ms = parse_rfc3339_ms(event["ts"])
-                        samples.append((ts_ms, now_ms - ts_ms))
-
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=1, acks=1, **BENCH_BROKER.client_kwargs()
     )
     await producer.start()
-    reader = asyncio.create_task(read())
+    reader = asyncio.create_task(read_enters(consumer, samples, stop))
     source = routed_forever(load.messages, PARTITIONS)
     try:
-        sent, elapsed = await _send(producer, PRODUCER_TOPIC, source, None, calibrate_s)
+        sent, elapsed = await send_at_rate(producer, PRODUCER_TOPIC, source, None, calibrate_s)
         producer_max = sent / elapsed
         rates = curve_rates(backlog, producer_max)
         total = 0
@@ -253,7 +269,7 @@ async def _curve(
             was sent; returns the window the pings were stamped in, and the rate reached."""
             nonlocal total
             start_ms = time.time_ns() // 1_000_000
-            sent, elapsed = await _send(producer, "pings", source, rate, seconds)
+            sent, elapsed = await send_at_rate(producer, "pings", source, rate, seconds)
             end_ms = time.time_ns() // 1_000_000
             total += sent
             deadline = time.monotonic() + CATCH_UP_S

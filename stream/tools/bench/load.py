@@ -20,7 +20,7 @@ import shapely
 from geofences.hotspots import HotSpotCollection, parse_hotspots
 from geofences.projection import metres_per_degree
 from stream.kafka import key_partition
-from stream.records import Record
+from stream.records import Record, compact_json
 
 T0_MS = 1_795_201_200_000  # 2026-11-20T19:00:00Z, inside the synthetic patrol windows
 PING_EVERY_MS = 10_000
@@ -179,7 +179,7 @@ def make_load(seed: int, hotspots: int, units: int, pings: int, towns: int = 40)
             "accuracy_m": acc,
             "unit_type": UNIT_TYPES[kind],
         }
-        messages.append((names[u].encode(), orjson.dumps(value)))
+        messages.append((names[u].encode(), compact_json(value)))  # held for the whole run
     return Load(geojson, collection, messages, lon_arr, lat_arr, units)
 
 

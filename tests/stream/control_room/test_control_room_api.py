@@ -195,6 +195,11 @@ def test_api_stream_access_and_metrics(broker: EmbeddedBroker, tmp_path: Path) -
         assert samples[("hotspot_hotspots", (("state", "covered"),))] == 1
         assert samples[("hotspot_units_present", ())] == 1
         assert samples[("hotspot_ping_to_event_seconds_count", ())] == 1
+        # what `hotspot soak` reads: the worker's tasks, memory, descriptors and CPU
+        assert samples[("hotspot_asyncio_tasks", ())] > 0
+        for name in ("process_resident_memory_bytes", "process_open_fds"):
+            assert samples[(name, ())] > 0
+        assert ("process_cpu_seconds_total", ()) in samples
         assert "faust_messages_received" in families
         label_values = {v for f in families.values() for s in f.samples for v in s.labels.values()}
         assert not label_values & {"U1", "U2"}

@@ -228,42 +228,33 @@ def parse_occurred_at(text: str, tz_name: str) -> int:
     return (dt - _EPOCH) // _MS
 
 
-def parse_harm_weights(text: str, source: str) -> dict[str, float]:
-    """``crime_type, harm`` rows: harm per crime type (≥ 0); a type given twice is refused."""
+def _rates(text: str, source: str, key: str, value: str) -> dict[str, float]:
+    """``key, value`` rows: a number ≥ 0 per key; a key given twice is refused."""
     problems: list[str] = []
-    weights: dict[str, float] = {}
-    for line, row in _csv_rows(text, source, ("crime_type", "harm"), problems):
-        crime_type = row["crime_type"]
+    rates: dict[str, float] = {}
+    for line, row in _csv_rows(text, source, (key, value), problems):
+        name = row[key]
         try:
-            harm = _number(row["harm"], "harm", 0.0)
+            rate = _number(row[value], value, 0.0)
         except ValueError as exc:
             problems.append(f"{source}:{line}: {exc}")
             continue
-        if crime_type in weights:
-            problems.append(f"{source}:{line}: crime_type {crime_type!r} given twice")
+        if name in rates:
+            problems.append(f"{source}:{line}: {key} {name!r} given twice")
             continue
-        weights[crime_type] = harm
+        rates[name] = rate
     _raise(problems)
-    return weights
+    return rates
+
+
+def parse_harm_weights(text: str, source: str) -> dict[str, float]:
+    """``crime_type, harm`` rows: harm per crime type (≥ 0); a type given twice is refused."""
+    return _rates(text, source, "crime_type", "harm")
 
 
 def parse_costs(text: str, source: str) -> dict[str, float]:
     """``unit_type, gbp_per_minute`` rows (≥ 0); a unit type given twice is refused."""
-    problems: list[str] = []
-    costs: dict[str, float] = {}
-    for line, row in _csv_rows(text, source, ("unit_type", "gbp_per_minute"), problems):
-        unit_type = row["unit_type"]
-        try:
-            rate = _number(row["gbp_per_minute"], "gbp_per_minute", 0.0)
-        except ValueError as exc:
-            problems.append(f"{source}:{line}: {exc}")
-            continue
-        if unit_type in costs:
-            problems.append(f"{source}:{line}: unit_type {unit_type!r} given twice")
-            continue
-        costs[unit_type] = rate
-    _raise(problems)
-    return costs
+    return _rates(text, source, "unit_type", "gbp_per_minute")
 
 
 def parse_crimes(

@@ -21,6 +21,8 @@ from stream.tools.processes import WorkerProcess
 from tests.stream.schemas_check import check_records
 
 ROOT = Path(__file__).resolve().parents[2]
+#: the browser of the browser tests (Debian's chromium; playwright's own download does not work here)
+CHROMIUM = Path("/usr/bin/chromium")
 #: "no log path given": a test worker's log goes to ``test-artifacts/``
 NO_PATH = Path()
 

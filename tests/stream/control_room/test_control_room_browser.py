@@ -9,7 +9,6 @@ are kept in ``test-artifacts/`` (``control-room.png``, ``control-room-reconnecti
 
 from __future__ import annotations
 
-import os
 import time
 import urllib.error
 import urllib.request
@@ -26,11 +25,10 @@ import pytest
 
 from geofences.timefmt import format_ms
 from stream.broker.embedded import EmbeddedBroker
-from tests.stream.harness import ROOT, Worker, ping_messages, produce
+from tests.stream.harness import CHROMIUM, ROOT, Worker, ping_messages, produce
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
 DEMO_FILE = ROOT / "geofences" / "data" / "leicester.geojson"
 TILE_URL = "https://tiles.example.org/{z}/{x}/{y}.png"
 COVERED_FILL = "#34d399"  # STATE_STYLE.covered in stream/control_room/static/app.js
@@ -40,24 +38,6 @@ WAIT_MS = 60_000  # generous: a worker on a busy CI machine; never a timing asse
 # from the nearest) outside every hot spot.
 INSIDE_HS01 = {"T-POL": (52.63650, -1.13390), "T-OUT": (52.63672, -1.13350)}
 OUTSIDE_ALL = (52.63500, -1.13150)
-
-
-@pytest.fixture
-def sync_api() -> Any:
-    """Playwright's sync API, or a skip (locally) / a failure (when ``CI`` is set)."""
-    problems = []
-    if not CHROMIUM.exists():
-        problems.append(f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright import sync_api as api
-    except ImportError:
-        problems.append("playwright is not installed (pip install playwright)")
-    if problems:
-        message = "browser test cannot run: " + "; ".join(problems)
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return api
 
 
 @dataclass

@@ -17,14 +17,11 @@ from tests.stream.control_room.test_control_room_browser import (
     WAIT_MS,
     offline_page,
     send_pings,
-    sync_api,
 )
 from tests.stream.harness import ROOT, Worker
 from tests.stream.worker.test_dispatch_pipeline import TARGET, at, hotspot_file
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["sync_api"]  # the fixture, used by name
 
 
 @pytest.fixture

@@ -4,35 +4,12 @@ drawn. A screenshot is kept in ``test-artifacts/report.png``."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from stream.cli import main
 from tests.geofences.evaluation.small_case import COSTS, CRIMES, HARM_WEIGHTS, HOTSPOT_FILE, LEDGER
-from tests.stream.harness import ROOT
-
-CHROMIUM = Path("/usr/bin/chromium")
-
-
-@pytest.fixture
-def sync_api() -> Any:
-    """Playwright's sync API, or a skip (locally) / a failure (when ``CI`` is set)."""
-    problems = []
-    if not CHROMIUM.exists():
-        problems.append(f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright import sync_api as api
-    except ImportError:
-        problems.append("playwright is not installed (pip install playwright)")
-    if problems:
-        message = "browser test cannot run: " + "; ".join(problems)
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return api
+from tests.stream.harness import CHROMIUM, ROOT
 
 
 def _write_inputs(folder: Path) -> list[str]:

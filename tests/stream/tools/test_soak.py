@@ -17,6 +17,7 @@ from stream.tools.soak import (
     growth,
     line,
     run_soak,
+    security_variables,
     slope,
     write_samples,
 )
@@ -128,6 +129,23 @@ def test_a_bad_option_exits_2_with_one_line(
 ) -> None:
     assert main(["soak", *given]) == 2
     assert capsys.readouterr().err == said + "\n"
+
+
+def test_a_soak_on_another_broker_takes_the_kafka_security_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its worker gets them as variables (flags over the environment); a bad one exits 2."""
+    monkeypatch.setenv("HOTSPOT_KAFKA_SECURITY_PROTOCOL", "SSL")
+    monkeypatch.setenv("HOTSPOT_KAFKA_SSL_CHECK_HOSTNAME", "false")
+    args = build_parser().parse_args(
+        ["soak", "--broker", "kafka://kafka:9093", "--kafka-security-protocol", "SASL_SSL"]
+    )
+    assert security_variables(args) == {
+        "HOTSPOT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "HOTSPOT_KAFKA_SSL_CHECK_HOSTNAME": "false",
+    }
+    assert main(["soak", "--broker", "kafka://kafka:9093", "--kafka-sasl-mechanism", "MD5"]) == 2
+    assert capsys.readouterr().err.startswith("hotspot: --kafka-sasl-mechanism: ")
 
 
 @pytest.mark.integration

@@ -186,6 +186,25 @@ def test_the_feed_keeps_each_hot_spots_latest_suggestion_out_of_the_events() -> 
     assert feed.events(10) == []
 
 
+#: a DispatchSuggestion as the worker writes it
+SUGGESTION = {
+    "alert_id": "a-1",
+    "hotspot_id": "HS-T",
+    "ts": "2026-11-20T18:01:00.000Z",
+    "units": [
+        {
+            "unit_id": "police-04",
+            "unit_type": "police",
+            "distance_m": 420.0,
+            "eta_minutes": 5.0,
+            "fix_age_s": 3.0,
+            "busy": False,
+        }
+    ],
+    "suggestion_id": "s-1",
+}
+
+
 def test_a_suggestion_is_its_own_webhook_delivery_json_and_text() -> None:
     endpoints = [
         WebhookEndpoint("https://ops.example/hooks", "s3cret"),
@@ -201,23 +220,7 @@ def test_a_suggestion_is_its_own_webhook_delivery_json_and_text() -> None:
         security=PLAINTEXT,
         suggestions_topic="dispatch-suggestions",
     )
-    body = {
-        "suggestion_id": "s-1",
-        "alert_id": "a-1",
-        "hotspot_id": "HS-T",
-        "ts": "2026-11-20T18:01:00.000Z",
-        "units": [
-            {
-                "unit_id": "police-04",
-                "unit_type": "police",
-                "distance_m": 420.0,
-                "eta_minutes": 5.0,
-                "fix_age_s": 3.0,
-                "busy": False,
-            }
-        ],
-    }
-    raw = orjson.dumps(body)
+    raw = orjson.dumps(SUGGESTION)
     prepared = dispatcher._bodies(raw, "dispatch-suggestions")
     assert prepared is not None
     msg_id, (json_body, text_body) = prepared
@@ -260,23 +263,7 @@ def test_the_demo_prints_a_line_per_suggestion(tmp_path: Any) -> None:
     from stream.tools.demo import Demo
 
     demo = Demo(argparse.Namespace(), COLLECTION, None, tmp_path)  # type: ignore[arg-type]
-    value = {
-        "alert_id": "a-1",
-        "hotspot_id": "HS-T",
-        "ts": "2026-11-20T18:01:00.000Z",
-        "units": [
-            {
-                "unit_id": "police-04",
-                "unit_type": "police",
-                "distance_m": 420.0,
-                "eta_minutes": 5.0,
-                "fix_age_s": 3.0,
-                "busy": False,
-            }
-        ],
-        "suggestion_id": "s-1",
-    }
-    line = demo.describe("dispatch-suggestions", orjson.dumps(value))
+    line = demo.describe("dispatch-suggestions", orjson.dumps(SUGGESTION))
     assert line.startswith("18:01:00  SEND   nearest: police-04, 420 m (~5 min)")
     assert line.endswith("HS-T Target")
 

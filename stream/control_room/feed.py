@@ -21,13 +21,11 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
-from aiokafka.structs import TopicPartition
 
 from geofences.timefmt import parse_rfc3339_ms
 from stream.kafka import KafkaSecurity
-from stream.worker.faust_internals import refresh_metadata
 from stream.worker.topics import MAX_BATCH_BYTES
+from stream.worker.whole_topics import assign_whole
 
 log = logging.getLogger("hotspot.feed")
 
@@ -120,26 +118,10 @@ async def read_outputs(
     (``geofence``, ``dwell``, ``alert``, ``dispatch``) to its topic. For ``app.task``."""
     consumer = feed_consumer(bootstrap, security)
     kinds = {topic: kind for kind, topic in topics.items()}
-    while not should_stop():
-        try:
-            await consumer.start()
-            break
-        except KafkaError as exc:
-            log.warning("feed: cannot reach the broker: %s", exc)
-            await asyncio.sleep(2.0)
-    else:
-        return
     try:
-        assigned: list[TopicPartition] = []
-        while not assigned and not should_stop():
-            await refresh_metadata(consumer)
-            for topic in kinds:
-                for partition in sorted(consumer.partitions_for_topic(topic) or ()):
-                    assigned.append(TopicPartition(topic, partition))
-            if not assigned:
-                await asyncio.sleep(1.0)
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
+        assigned = await assign_whole(consumer, kinds, should_stop, log, "feed")
+        if assigned is None:
+            return
         tail = [tp for tp in assigned if kinds[tp.topic] != "alert"]
         if tail:
             for tp, end in (await consumer.end_offsets(tail)).items():

@@ -8,21 +8,18 @@ as the control room's feed does (stream/control_room/feed.py), into its
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
-from aiokafka.structs import TopicPartition
 
 from geofences.errors import InvalidPosition
 from geofences.positions import Fix
 from stream.kafka import KafkaSecurity
 from stream.worker.dispatch_stage import DispatchDesk
-from stream.worker.faust_internals import refresh_metadata
 from stream.worker.topics import MAX_BATCH_BYTES
+from stream.worker.whole_topics import assign_whole
 
 log = logging.getLogger("hotspot.positions")
 
@@ -73,31 +70,9 @@ async def read_positions(
     """Fill ``desk`` from the two topics until ``should_stop()``. For ``app.task``."""
     consumer = positions_consumer(bootstrap, security)
     kinds = {positions_topic: "position", short_topic: "short"}
-    while not should_stop():
-        try:
-            await consumer.start()
-            break
-        except KafkaError as exc:
-            log.warning("positions: cannot reach the broker: %s", exc)
-            await asyncio.sleep(2.0)
-    else:
-        return
     try:
-        assigned: list[TopicPartition] = []
-        while not should_stop():
-            await refresh_metadata(consumer)
-            assigned = [
-                TopicPartition(topic, partition)
-                for topic in kinds
-                for partition in sorted(consumer.partitions_for_topic(topic) or ())
-            ]
-            if {tp.topic for tp in assigned} == set(kinds):
-                break
-            await asyncio.sleep(1.0)
-        if should_stop():
+        if await assign_whole(consumer, kinds, should_stop, log, "positions") is None:
             return
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
         while not should_stop():
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             for tp, records in batch.items():

@@ -95,8 +95,8 @@ def rank(
     """The units to suggest for a hot spot whose geometry in the view's projected metres is
     ``polygon_m`` (see the module docstring).
 
-    The offered units' distances to the polygon's bounding box (at most their distance to the
-    polygon) put them in order; the nearest few are measured exactly, more and more of them,
+    The offered units' distances to the polygon's bounding box (never more than their distance
+    to the polygon) put them in order; the nearest few are measured exactly, more and more of them,
     until no unit left could enter the list: its rounded distance would be more than the last
     free unit's in it."""
     limit = settings.max_units
@@ -104,10 +104,9 @@ def rank(
     if not len(slots):
         return ()
     xmin, ymin, xmax, ymax = shapely.bounds(polygon_m).tolist()
-    below = np.hypot(
-        np.maximum(np.maximum(xmin - x, x - xmax), 0.0),
-        np.maximum(np.maximum(ymin - y, y - ymax), 0.0),
-    )
+    dx = np.maximum(np.maximum(xmin - x, x - xmax), 0.0)
+    dy = np.maximum(np.maximum(ymin - y, y - ymax), 0.0)
+    below = dx * dx + dy * dy  # squared
     found: list[tuple[bool, float, str, Fix]] = []
     free: list[float] = []
     done = 0
@@ -128,7 +127,7 @@ def rank(
             break
         rest = np.ones(len(below), dtype=bool)
         rest[order] = False
-        bound = float(below[rest].min())
+        bound = math.sqrt(float(below[rest].min()))
         # a unit at ``bound`` or further rounds to more than ``bound - 0.05``; the margin
         # covers the bounding box's and shapely's roundings
         if len(free) >= limit and sorted(free)[limit - 1] < bound - 0.05 - 1e-6:

@@ -10,8 +10,9 @@ never replaces a newer one).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+import struct
 from array import array
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,29 +49,42 @@ class Fix:
 
     @classmethod
     def from_json_dict(cls, obj: Any) -> Fix:
-        """The fix of a position record's value, or :class:`InvalidPosition` naming the field."""
-        if not isinstance(obj, Mapping):
+        """The fix of a position record's value, or :class:`InvalidPosition` naming the field.
+        Every worker decodes every record of the topic, so the usual case is checked first."""
+        if not isinstance(obj, dict) and not isinstance(obj, Mapping):
             raise InvalidPosition("position: not an object")
-        unit_id, unit_type = obj.get("unit_id"), obj.get("unit_type")
-        lon, lat, ts = obj.get("lon"), obj.get("lat"), obj.get("ts")
-        inside = obj.get("inside", [])
+        get = obj.get
+        unit_id, unit_type = get("unit_id"), get("unit_type")
+        lon, lat, ts = get("lon"), get("lat"), get("ts")
+        inside = get("inside", [])
         if not isinstance(unit_id, str) or not unit_id:
             raise InvalidPosition("position: unit_id must be a non-empty string")
         if not isinstance(unit_type, str) or not unit_type:
             raise InvalidPosition("position: unit_type must be a non-empty string")
-        for name, value, limit in (("lon", lon, 180.0), ("lat", lat, 90.0)):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or abs(value) > limit
-            ):
-                raise InvalidPosition(f"position: {name} must be a number within ±{limit:g}")
-        if isinstance(ts, bool) or not isinstance(ts, int) or not -(2**63) <= ts < 2**63:
+        if not _within(lon, 180.0):
+            raise InvalidPosition("position: lon must be a number within ±180")
+        if not _within(lat, 90.0):
+            raise InvalidPosition("position: lat must be a number within ±90")
+        if type(ts) is not int and (isinstance(ts, bool) or not isinstance(ts, int)):
             raise InvalidPosition("position: ts must be integer epoch ms")
-        if not isinstance(inside, list) or not all(isinstance(h, str) for h in inside):
+        if not -(2**63) <= ts < 2**63:
+            raise InvalidPosition("position: ts must be integer epoch ms")
+        if not isinstance(inside, list) or (inside and not all(isinstance(h, str) for h in inside)):
             raise InvalidPosition("position: inside must be a list of hot spot ids")
-        return cls(unit_id, unit_type, float(lon), float(lat), ts, tuple(inside))  # type: ignore[arg-type]
+        lon, lat = float(lon), float(lat)  # type: ignore[arg-type]
+        return cls(unit_id, unit_type, lon, lat, ts, tuple(inside))
+
+
+def _within(value: Any, limit: float) -> bool:
+    """Whether ``value`` is a finite number (not a bool) within ``±limit``."""
+    if type(value) is float:
+        return -limit <= value <= limit  # false for NaN and the infinities
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and abs(value) <= limit
+    )
 
 
 def fix_of(unit_id: str, state: UnitState) -> Fix | None:
@@ -112,23 +126,88 @@ def publish_due(last: Fix | None, fix: Fix, rule: PublishRule) -> bool:
 def state_due(last: Fix | None, state: UnitState, rule: PublishRule) -> bool:
     """:func:`publish_due` of the fix ``state`` holds (:func:`fix_of`), without making it:
     asked of every unit a batch touched, and most are not due."""
-    if state.last_ms is None:
-        return False
     if last is None:
-        return True
-    if state.last_ms <= last.ts_ms:
+        return state.last_ms is not None
+    return _due(state, rule, last.ts_ms, last.lon, last.lat, last.unit_type, last.inside)
+
+
+def _due(
+    state: UnitState,
+    rule: PublishRule,
+    ts_ms: int,
+    lon: float,
+    lat: float,
+    unit_type: str,
+    inside: tuple[str, ...],
+) -> bool:
+    """:func:`state_due` with the last published fix in parts."""
+    if state.last_ms is None or state.last_ms <= ts_ms:
         return False
-    if state.last_ms - last.ts_ms >= rule.interval_ms or state.unit_type != last.unit_type:
+    if state.last_ms - ts_ms >= rule.interval_ms or state.unit_type != unit_type:
         return True
-    visits, inside = state.visits, last.inside
+    visits = state.visits
     if len(visits) != len(inside):
         return True
     for visit, hotspot_id in zip(visits, inside, strict=True):  # none or one, mostly
         if visit.hotspot_id != hotspot_id:
             return True
-    kx, ky = metres_per_degree((state.last_lat + last.lat) / 2.0)
-    dx, dy = (state.last_lon - last.lon) * kx, (state.last_lat - last.lat) * ky
+    kx, ky = metres_per_degree((state.last_lat + lat) / 2.0)
+    dx, dy = (state.last_lon - lon) * kx, (state.last_lat - lat) * ky
     return dx * dx + dy * dy > rule.move_m * rule.move_m
+
+
+#: a published fix packed: ts, lon, lat and the code of its type and hot spots inside
+_PACKED = struct.Struct("<qddI")
+
+
+class PublishedFixes:
+    """The last fix published for each unit of a presence stage, for :func:`state_due`.
+
+    A stage holds one per unit it tracks, so each is packed in one small ``bytes`` (ts, lon and
+    lat exactly, and a code for its type and hot spots inside, a pair shared by many units and
+    interned) rather than a :class:`Fix` and its boxed numbers. The interned pairs are the
+    types and sets of hot spots seen, never forgotten: a few per hot spot."""
+
+    def __init__(self) -> None:
+        self._packed: dict[str, bytes] = {}
+        self._kinds: list[tuple[str, tuple[str, ...]]] = []
+        self._kind_code: dict[tuple[str, tuple[str, ...]], int] = {}
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    def __contains__(self, unit_id: object) -> bool:
+        return unit_id in self._packed
+
+    def get(self, unit_id: str) -> Fix | None:
+        """The unit's last published fix, or None."""
+        raw = self._packed.get(unit_id)
+        if raw is None:
+            return None
+        ts_ms, lon, lat, code = _PACKED.unpack(raw)
+        unit_type, inside = self._kinds[code]
+        return Fix(unit_id, unit_type, lon, lat, ts_ms, inside)
+
+    def put(self, fix: Fix) -> None:
+        """``fix`` was published."""
+        kind = (fix.unit_type, fix.inside)
+        code = self._kind_code.get(kind)
+        if code is None:
+            code = self._kind_code[kind] = len(self._kinds)
+            self._kinds.append(kind)
+        self._packed[fix.unit_id] = _PACKED.pack(fix.ts_ms, fix.lon, fix.lat, code)
+
+    def discard(self, unit_id: str) -> None:
+        self._packed.pop(unit_id, None)
+
+    def due(self, unit_id: str, state: UnitState, rule: PublishRule) -> bool:
+        """:func:`state_due` of the unit's last published fix."""
+        raw = self._packed.get(unit_id)
+        if raw is None:
+            return state.last_ms is not None
+        ts_ms, lon, lat, code = _PACKED.unpack(raw)
+        unit_type, inside = self._kinds[code]
+        return _due(state, rule, ts_ms, lon, lat, unit_type, inside)
 
 
 class PositionView:
@@ -227,14 +306,15 @@ class PositionView:
         """The slots of the units of ``unit_types`` (any type: None) whose fix is at least as
         new as ``since_ms``, and their projected x and y in metres (the same floats as
         :meth:`xy`)."""
-        types = np.frombuffer(self._type, dtype=np.int32).copy()
-        ts = np.frombuffer(self._ts, dtype=np.int64).copy()
+        # a code's place in ``allowed``; the last place is a free slot's
+        allowed = np.zeros(len(self._types) + 1, dtype=bool)
         if unit_types is None:
-            wanted = types != _FREE
+            allowed[:-1] = True
         else:
-            codes = [self._type_code[t] for t in unit_types if t in self._type_code]
-            wanted = np.isin(types, np.array(codes, dtype=np.int32))
-        slots = np.flatnonzero(wanted & (ts >= since_ms))
+            allowed[[self._type_code[t] for t in unit_types if t in self._type_code]] = True
+        wanted = allowed[np.frombuffer(self._type, dtype=np.int32)]
+        wanted &= np.frombuffer(self._ts, dtype=np.int64) >= since_ms
+        slots = np.flatnonzero(wanted)
         lon = np.frombuffer(self._lon, dtype=np.float64)[slots]
         lat = np.frombuffer(self._lat, dtype=np.float64)[slots]
         x, y = self.projection.to_metres(lon, lat)

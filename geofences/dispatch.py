@@ -93,29 +93,47 @@ def rank(
     settings: DispatchSettings,
 ) -> tuple[SuggestedUnit, ...]:
     """The units to suggest for a hot spot whose geometry in the view's projected metres is
-    ``polygon_m`` (see the module docstring), searching the view's grid ring by ring out from
-    the polygon until no unit further out could enter the list."""
+    ``polygon_m`` (see the module docstring).
+
+    The offered units' distances to the polygon's bounding box (never more than their distance
+    to the polygon) put them in order; the nearest few are measured exactly, more and more of them,
+    until no unit left could enter the list: its rounded distance would be more than the last
+    free unit's in it."""
     limit = settings.max_units
+    slots, x, y = view.offered(unit_types, now_ms - signal_timeout_ms)
+    if not len(slots):
+        return ()
+    xmin, ymin, xmax, ymax = shapely.bounds(polygon_m).tolist()
+    dx = np.maximum(np.maximum(xmin - x, x - xmax), 0.0)
+    dy = np.maximum(np.maximum(ymin - y, y - ymax), 0.0)
+    below = dx * dx + dy * dy  # squared
     found: list[tuple[bool, float, str, Fix]] = []
     free: list[float] = []
-    for bound, units in view.rings(shapely.bounds(polygon_m).tolist()):
-        offered = [
-            fix
-            for fix in map(view.fixes.__getitem__, units)
-            if (unit_types is None or fix.unit_type in unit_types)
-            and now_ms - fix.ts_ms <= signal_timeout_ms
-        ]
-        if offered:
-            xy = np.array([view.xy(f.unit_id) for f in offered], dtype=np.float64)
-            distances = shapely.distance(polygon_m, shapely.points(xy)).tolist()
-            for fix, distance in zip(offered, distances, strict=True):
-                is_busy = busy(fix)
-                distance = round(distance, 1)  # as published: equal figures tie
-                found.append((is_busy, distance, fix.unit_id, fix))
-                if not is_busy:
-                    free.append(distance)
-        if len(free) >= limit and sorted(free)[limit - 1] < bound:
+    done = 0
+    size = 8 * limit
+    order = np.argpartition(below, size)[:size] if size < len(below) else np.arange(len(below))
+    while True:
+        batch = order[done:]  # the units measured now
+        distances = shapely.distance(polygon_m, shapely.points(x[batch], y[batch])).tolist()
+        for slot, distance in zip(slots[batch].tolist(), distances, strict=True):
+            fix = view.fix_at(slot)
+            is_busy = busy(fix)
+            distance = round(distance, 1)  # as published: equal figures tie
+            found.append((is_busy, distance, fix.unit_id, fix))
+            if not is_busy:
+                free.append(distance)
+        done = len(order)
+        if done == len(below):
             break
+        rest = np.ones(len(below), dtype=bool)
+        rest[order] = False
+        bound = math.sqrt(float(below[rest].min()))
+        # a unit at ``bound`` or further rounds to more than ``bound - 0.05``; the margin
+        # covers the bounding box's and shapely's roundings
+        if len(free) >= limit and sorted(free)[limit - 1] < bound - 0.05 - 1e-6:
+            break
+        size *= 4
+        order = np.concatenate([order, _nearest(below, rest, size - done)])
     found.sort(key=lambda entry: entry[:3])
     speed = settings.walking_speed_mps
     return tuple(
@@ -129,6 +147,15 @@ def rank(
         )
         for is_busy, distance, _, fix in found[:limit]
     )
+
+
+def _nearest(below: Any, rest: Any, count: int) -> Any:
+    """The indices of the ``count`` least ``below`` among those ``rest`` marks (all of them
+    if fewer)."""
+    left = np.flatnonzero(rest)
+    if count >= len(left):
+        return left
+    return left[np.argpartition(below[left], count)[:count]]
 
 
 def short_until_ms(ledger: HotspotCoverage, now_ms: int) -> int | None:

@@ -22,7 +22,7 @@ import orjson
 from geofences.errors import InvalidPing
 from geofences.index import HotSpotIndex
 from geofences.pings import Ping, decode_ping
-from geofences.positions import Fix, PublishRule, fix_of, state_due
+from geofences.positions import PublishedFixes, PublishRule, fix_of
 from geofences.presence import (
     DwellEvent,
     Event,
@@ -128,7 +128,7 @@ class PresenceStage:
         #: when a unit's last fix is published for dispatch (None: never)
         self.publish_rule = publish_rule
         #: unit -> the last fix published for it
-        self.published: dict[str, Fix] = {}
+        self.published = PublishedFixes()
         self.checkpoint_ms = checkpoint_ms
         self.index = index
         self.settings = settings
@@ -226,7 +226,7 @@ class PresenceStage:
             self.written_ms.pop(unit_id, None)
             self._unwritten.pop(unit_id, None)
             self.orphaned.discard(unit_id)
-            self.published.pop(unit_id, None)
+            self.published.discard(unit_id)
         for tp in [tp for tp in self.partition_max_ts if tp[1] in partitions]:
             del self.partition_max_ts[tp]
         return gone
@@ -460,16 +460,16 @@ class PresenceStage:
 
     def _positions(self, units: Iterable[str], out: StageOutput) -> None:
         """Queue the last usable fix of each unit of a batch that the publish rule says is
-        due (:func:`geofences.positions.state_due`): the state's after the batch, since the
+        due (:meth:`geofences.positions.PublishedFixes.due`): the state's after the batch, since the
         view keeps only the latest. In the order the batch first had the units."""
         rule, published, states = self.publish_rule, self.published, self.states
         assert rule is not None
         add = out.positions.append
         for unit_id in units:
             state = states.get(unit_id)
-            if state is None or not state_due(published.get(unit_id), state, rule):
+            if state is None or not published.due(unit_id, state, rule):
                 continue
             fix = fix_of(unit_id, state)
             if fix is not None:
-                published[unit_id] = fix
+                published.put(fix)
                 add((unit_id.encode(), compact_json(fix.to_json_dict())))

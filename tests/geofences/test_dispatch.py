@@ -176,8 +176,7 @@ def test_the_view_keeps_the_newest_fix_whatever_the_order(order: list[int], wher
     assert view.fixes["u"] == fixes[0]
     assert view.put(fixes[0]) is False  # the same again is not newer
     assert len(view) == 1
-    found = [u for _, units in view.rings((-1e5, -1e5, 1e5, 1e5)) for u in units]
-    assert found == ["u"]
+    assert list(view.fixes) == ["u"]
 
 
 def test_a_removed_unit_is_not_found() -> None:
@@ -275,3 +274,57 @@ def test_state_due_is_publish_due_of_the_states_fix(
     assert state_due(last, state, rule) == publish_due(last, now, rule)
     assert state_due(None, state, rule)
     assert not state_due(None, UnitState(), rule)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    points,
+    points,
+    st.integers(-60, 60),
+    st.sampled_from([(), ("HS-1",), ("HS-1", "HS-2")]),
+    st.sampled_from([(), ("HS-1",), ("HS-2",)]),
+    st.sampled_from(["police", "pcso"]),
+)
+def test_published_fixes_are_due_as_state_due_says(
+    a: Any, b: Any, dt_s: int, inside_a: Any, inside_b: Any, unit_type: str
+) -> None:
+    from geofences.positions import PublishedFixes, state_due
+    from geofences.presence import UnitState, Visit
+
+    last = fix("u", *a, inside=inside_a)
+    now = fix("u", *b, unit_type=unit_type, age_s=-dt_s, inside=inside_b)
+    state = UnitState(
+        unit_type,
+        now.ts_ms,
+        now.lat,
+        now.lon,
+        tuple(Visit(h, now.ts_ms, unit_type, now.ts_ms) for h in inside_b),
+    )
+    published, rule = PublishedFixes(), PublishRule()
+    assert published.due("u", state, rule) and published.get("u") is None
+    published.put(last)
+    assert published.get("u") == last
+    assert published.due("u", state, rule) == state_due(last, state, rule)
+    published.discard("u")
+    assert len(published) == 0
+
+
+def test_a_removed_units_slot_is_reused_and_types_filter_the_offer() -> None:
+    view = view_of(fix("a", 0, 0), fix("b", 10, 10, "pcso"), fix("c", 20, 20, age_s=1000))
+    view.remove("a")
+    view.put(fix("d", 300, 0, "pcso", inside=("HS-2",)))
+    assert set(view.fixes) == {"b", "c", "d"}
+    assert view.fixes["d"] == fix("d", 300, 0, "pcso", inside=("HS-2",))
+    assert ids(ranked(view, types=frozenset({"pcso"}))) == ["b", "d"]
+    assert ids(ranked(view, types=frozenset({"van"}))) == []
+    assert ids(ranked(view)) == ["b", "d"]  # c's fix is too old
+    assert view.xy("b") == pytest.approx((10, 10))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("lon", math.nan), ("lat", math.inf), ("lon", -181), ("ts", 2**63), ("inside", [1])],
+)
+def test_a_position_out_of_range_is_rejected(field: str, value: Any) -> None:
+    with pytest.raises(InvalidPosition, match=field):
+        Fix.from_json_dict({**fix("u", 0, 0).to_json_dict(), field: value})

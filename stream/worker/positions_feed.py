@@ -18,13 +18,16 @@ from geofences.errors import InvalidPosition
 from geofences.positions import Fix
 from stream.kafka import KafkaSecurity
 from stream.worker.dispatch_stage import DispatchDesk
-from stream.worker.topics import MAX_BATCH_BYTES
 from stream.worker.whole_topics import assign_whole
 
 log = logging.getLogger("hotspot.positions")
 
 #: the Fetch ``max_wait``: a position a quarter of a second late changes no suggestion
 FETCH_WAIT_MS = 250
+#: the most a fetch takes of a partition: positions are small (about 120 bytes) and every
+#: worker reads every partition of two topics, so what the consumer holds fetched is kept
+#: small (a sixteenth of what the worker's own batches may be)
+FETCH_PARTITION_BYTES = 32 * 1024
 
 
 def positions_consumer(bootstrap: list[str], security: KafkaSecurity) -> AIOKafkaConsumer:
@@ -35,7 +38,7 @@ def positions_consumer(bootstrap: list[str], security: KafkaSecurity) -> AIOKafk
         group_id=None,
         enable_auto_commit=False,
         fetch_max_wait_ms=FETCH_WAIT_MS,
-        max_partition_fetch_bytes=MAX_BATCH_BYTES,
+        max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
         **security.client_kwargs(),
     )
 

@@ -36,7 +36,9 @@ delivered as their own requests, committed and retried like alerts, with ``webho
 ``suggestion_id``: ``json`` endpoints get the DispatchSuggestion as on the topic, ``text`` ones
 the line of :func:`geofences.dispatch.render_text`, e.g. ``HS-03 Clock Tower: at risk — nearest:
 police-04, 420 m (~5 min)``. A suggestion is decided after its alert, so the alert is never held
-back for it: in a chat it is the next line.
+back for it; but when both come in one poll, as they mostly do (the worker writes them
+together), a ``text`` endpoint gets the alert's line with `` — nearest: …`` appended and not the
+suggestion's own line. Otherwise the suggestion's line is the next one in the chat.
 
 Metrics: ``hotspot_webhook_deliveries_total{outcome}`` with outcome ``delivered`` (2xx),
 ``refused`` (permanent 4xx), ``retried`` (each failed attempt that will be retried) and
@@ -461,14 +463,18 @@ class WebhookDispatcher:
     # -- records ----------------------------------------------------------------------------
 
     async def _process(self, consumer: AIOKafkaConsumer, batch: Mapping[Any, Any]) -> bool:
-        """Deliver and commit a polled batch in offset order per partition; False if stopped."""
-        for tp, records in batch.items():
+        """Deliver and commit a polled batch in offset order per partition, alerts before
+        suggestions (the alerts a suggestion answers take its words); False if stopped."""
+        nearest = self._nearest_in(batch)
+        for tp, records in sorted(
+            batch.items(), key=lambda i: i[0].topic == self.suggestions_topic
+        ):
             for record in records:
                 if self._stopping.is_set():
                     return False
                 if tp not in consumer.assignment():
                     break  # revoked meanwhile: the new owner starts from the committed offset
-                if not await self._deliver_record(record):
+                if not await self._deliver_record(record, nearest):
                     return False
                 if not await self._commit(consumer, tp, record.offset + 1):
                     return True  # membership changed: poll again from the committed offsets
@@ -489,6 +495,38 @@ class WebhookDispatcher:
         self.committed_count += 1
         return True
 
+    def _done_with(self, msg_id: str) -> set[int]:
+        """The endpoints done with a message (alert or suggestion), remembered for the latest
+        ``_done_max`` messages."""
+        done = self._done.get(msg_id)
+        if done is None:
+            done = self._done[msg_id] = set()
+            while len(self._done) > self._done_max:
+                self._done.popitem(last=False)
+        else:
+            self._done.move_to_end(msg_id)
+        return done
+
+    def _nearest_in(self, batch: Mapping[Any, Any]) -> dict[str, tuple[str, str]]:
+        """For the text endpoints, the suggestions of a polled batch by the alert they answer:
+        ``alert_id -> (suggestion_id, "nearest: …")``, the first of each alert."""
+        found: dict[str, tuple[str, str]] = {}
+        if self.suggestions_topic is None or not any(e.format == "text" for e in self.endpoints):
+            return found
+        for tp, records in batch.items():
+            if tp.topic != self.suggestions_topic:
+                continue
+            for record in records:
+                try:
+                    obj = orjson.loads(record.value or b"")
+                    alert_id, suggestion_id = obj["alert_id"], obj["suggestion_id"]
+                    if isinstance(alert_id, str) and isinstance(suggestion_id, str):
+                        words = dispatch.nearest_text(obj["units"])
+                        found.setdefault(alert_id, (suggestion_id, words))
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError):
+                    continue  # delivered, or refused, as itself
+        return found
+
     def _suggestion_bodies(self, obj: Any, raw: bytes) -> tuple[str, list[bytes | None]] | None:
         """A dispatch suggestion's id and bodies: the JSON as on the topic, or the line of
         :func:`geofences.dispatch.render_text`."""
@@ -505,10 +543,11 @@ class WebhookDispatcher:
         return obj["suggestion_id"], [raw if e.format == "json" else text for e in self.endpoints]
 
     def _bodies(
-        self, value: bytes | None, topic: str | None = None
+        self, value: bytes | None, topic: str | None = None, nearest: str | None = None
     ) -> tuple[str, list[bytes | None]] | None:
         """The alert (or suggestion) id and each endpoint's body (None: this endpoint cannot
-        take it)."""
+        take it). ``nearest``: the words of an at_risk alert's suggestion, appended to its
+        text."""
         try:
             obj = orjson.loads(value or b"")
         except orjson.JSONDecodeError:
@@ -525,15 +564,29 @@ class WebhookDispatcher:
                 alert = Alert.from_json_dict(obj)
                 name = self.hotspot_names.get(alert.hotspot_id, "")
                 line = render_text(alert, name, self.tz_name)
+                if nearest is not None and alert.type == "at_risk":
+                    line = f"{line} — {nearest}"
                 text = orjson.dumps({"text": line})
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("webhooks: alert %s cannot be rendered as text: %s", alert_id, exc)
         raw = bytes(value or b"")
         return alert_id, [raw if e.format == "json" else text for e in self.endpoints]
 
-    async def _deliver_record(self, record: Any) -> bool:
-        """Deliver one record to every endpoint not yet done with it; False if stopped."""
-        prepared = self._bodies(record.value, record.topic)
+    async def _deliver_record(
+        self, record: Any, nearest: Mapping[str, tuple[str, str]] | None = None
+    ) -> bool:
+        """Deliver one record to every endpoint not yet done with it; False if stopped.
+        ``nearest`` (:meth:`_nearest_in`): an at_risk alert's text takes the words of its
+        suggestion, which then has nothing left for the text endpoints."""
+        paired = None
+        if nearest and record.topic != self.suggestions_topic:
+            try:
+                obj = orjson.loads(record.value or b"")
+                if obj.get("type") == "at_risk":
+                    paired = nearest.get(obj.get("alert_id"))
+            except (orjson.JSONDecodeError, AttributeError, TypeError):
+                paired = None
+        prepared = self._bodies(record.value, record.topic, None if paired is None else paired[1])
         if prepared is None:
             log.warning(
                 "webhooks: %s[%d]@%d is not a CoverageAlert or DispatchSuggestion; skipped",
@@ -545,13 +598,10 @@ class WebhookDispatcher:
             deliveries.labels("invalid").inc()
             return True
         alert_id, bodies = prepared
-        done = self._done.get(alert_id)
-        if done is None:
-            done = self._done[alert_id] = set()
-            while len(self._done) > self._done_max:
-                self._done.popitem(last=False)
-        else:
-            self._done.move_to_end(alert_id)
+        done = self._done_with(alert_id)
+        if paired is not None:  # the suggestion's words went with the alert's text
+            texts = [i for i, e in enumerate(self.endpoints) if e.format == "text"]
+            self._done_with(paired[0]).update(i for i in texts if bodies[i] is not None)
         jobs = []
         for index, body in enumerate(bodies):
             if index in done:

@@ -5,11 +5,13 @@ them on one)."""
 from __future__ import annotations
 
 from datetime import time
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
 import shapely
+from aiokafka.structs import TopicPartition
 
 from geofences.coverage import Alert, CoverageSettings, HotspotCoverage, window_alert_id
 from geofences.dispatch import DispatchSettings
@@ -231,6 +233,59 @@ def test_a_suggestion_is_its_own_webhook_delivery_json_and_text() -> None:
         "text": "HS-T Target: at risk — nearest: police-04, 420 m (~5 min)"
     }
     assert dispatcher._bodies(b'{"alert_id": "a-1"}', "dispatch-suggestions") is None
+
+
+def test_an_at_risk_alert_polled_with_its_suggestion_takes_its_words_in_text() -> None:
+    endpoints = [
+        WebhookEndpoint("https://ops.example/hooks", "s3cret"),
+        WebhookEndpoint("https://chat.example/hooks", None, "text"),
+    ]
+    dispatcher = WebhookDispatcher(
+        "localhost:9092",
+        "coverage-alerts",
+        "g",
+        endpoints,
+        {"HS-T": "Target"},
+        "UTC",
+        security=PLAINTEXT,
+        suggestions_topic="dispatch-suggestions",
+    )
+    polled = SimpleNamespace(topic="dispatch-suggestions", value=orjson.dumps(SUGGESTION))
+    garbled = SimpleNamespace(topic="dispatch-suggestions", value=b"{")
+    batch = {TopicPartition("dispatch-suggestions", 0): [garbled, polled]}
+    nearest = dispatcher._nearest_in(batch)
+    assert nearest == {"a-1": ("s-1", "nearest: police-04, 420 m (~5 min)")}
+    alert = {
+        "alert_id": "a-1",
+        "type": "at_risk",
+        "hotspot_id": "HS-T",
+        "window_start": "2026-11-20T17:00:00.000Z",
+        "window_end": "2026-11-20T19:00:00.000Z",
+        "required_minutes": 40,
+        "covered_minutes": 12.0,
+        "ts": "2026-11-20T18:01:00.000Z",
+    }
+    raw = orjson.dumps(alert)
+    prepared = dispatcher._bodies(raw, "coverage-alerts", nearest["a-1"][1])
+    assert prepared is not None
+    _, (json_body, text_body) = prepared
+    assert json_body == raw  # the JSON endpoint gets the alert as it is
+    assert text_body is not None
+    line = orjson.loads(text_body)["text"]
+    assert line.startswith("HS-T Target: at risk — ")
+    assert line.endswith(" — nearest: police-04, 420 m (~5 min)")
+    # without a text endpoint nothing is paired
+    json_only = WebhookDispatcher(
+        "localhost:9092",
+        "coverage-alerts",
+        "g",
+        endpoints[:1],
+        {},
+        "UTC",
+        security=PLAINTEXT,
+        suggestions_topic="dispatch-suggestions",
+    )
+    assert json_only._nearest_in(batch) == {}
 
 
 def test_dispatch_can_be_turned_off_and_its_settings_are_checked() -> None:

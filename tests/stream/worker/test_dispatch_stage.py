@@ -207,12 +207,16 @@ SUGGESTION = {
 }
 
 
-def test_a_suggestion_is_its_own_webhook_delivery_json_and_text() -> None:
-    endpoints = [
-        WebhookEndpoint("https://ops.example/hooks", "s3cret"),
-        WebhookEndpoint("https://chat.example/hooks", None, "text"),
-    ]
-    dispatcher = WebhookDispatcher(
+#: a signed JSON endpoint and a chat tool's text one
+ENDPOINTS = [
+    WebhookEndpoint("https://ops.example/hooks", "s3cret"),
+    WebhookEndpoint("https://chat.example/hooks", None, "text"),
+]
+
+
+def dispatcher_of(endpoints: list[WebhookEndpoint]) -> WebhookDispatcher:
+    """A dispatcher of alerts and suggestions, never started (nothing connects)."""
+    return WebhookDispatcher(
         "localhost:9092",
         "coverage-alerts",
         "g",
@@ -222,6 +226,10 @@ def test_a_suggestion_is_its_own_webhook_delivery_json_and_text() -> None:
         security=PLAINTEXT,
         suggestions_topic="dispatch-suggestions",
     )
+
+
+def test_a_suggestion_is_its_own_webhook_delivery_json_and_text() -> None:
+    dispatcher = dispatcher_of(ENDPOINTS)
     raw = orjson.dumps(SUGGESTION)
     prepared = dispatcher._bodies(raw, "dispatch-suggestions")
     assert prepared is not None
@@ -236,20 +244,7 @@ def test_a_suggestion_is_its_own_webhook_delivery_json_and_text() -> None:
 
 
 def test_an_at_risk_alert_polled_with_its_suggestion_takes_its_words_in_text() -> None:
-    endpoints = [
-        WebhookEndpoint("https://ops.example/hooks", "s3cret"),
-        WebhookEndpoint("https://chat.example/hooks", None, "text"),
-    ]
-    dispatcher = WebhookDispatcher(
-        "localhost:9092",
-        "coverage-alerts",
-        "g",
-        endpoints,
-        {"HS-T": "Target"},
-        "UTC",
-        security=PLAINTEXT,
-        suggestions_topic="dispatch-suggestions",
-    )
+    dispatcher = dispatcher_of(ENDPOINTS)
     polled = SimpleNamespace(topic="dispatch-suggestions", value=orjson.dumps(SUGGESTION))
     garbled = SimpleNamespace(topic="dispatch-suggestions", value=b"{")
     batch = {TopicPartition("dispatch-suggestions", 0): [garbled, polled]}
@@ -275,17 +270,7 @@ def test_an_at_risk_alert_polled_with_its_suggestion_takes_its_words_in_text() -
     assert line.startswith("HS-T Target: at risk — ")
     assert line.endswith(" — nearest: police-04, 420 m (~5 min)")
     # without a text endpoint nothing is paired
-    json_only = WebhookDispatcher(
-        "localhost:9092",
-        "coverage-alerts",
-        "g",
-        endpoints[:1],
-        {},
-        "UTC",
-        security=PLAINTEXT,
-        suggestions_topic="dispatch-suggestions",
-    )
-    assert json_only._nearest_in(batch) == {}
+    assert dispatcher_of(ENDPOINTS[:1])._nearest_in(batch) == {}
 
 
 def test_dispatch_can_be_turned_off_and_its_settings_are_checked() -> None:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -393,16 +393,29 @@ async def connect_admin(
         request_timeout_ms=int(timeout_s * 1000),
         **security.client_kwargs(),
     )
+    await start_client(admin, admin.close, url, security, timeout_s)
+    return admin
+
+
+async def start_client(
+    client: Any,
+    close: Callable[[], Awaitable[None]],
+    url: str,
+    security: KafkaSecurity,
+    timeout_s: float,
+) -> None:
+    """Start an aiokafka ``client`` within ``timeout_s``, or ``close`` it and raise
+    ``BrokerUnreachable`` (``BrokerRefused`` when TLS or SASL failed) with a one-line reason."""
     try:
-        await asyncio.wait_for(admin.start(), timeout_s)
+        await asyncio.wait_for(client.start(), timeout_s)
     except Exception as exc:  # aiokafka's SCRAM lets a KeyError out on refused credentials
-        await close_quietly(admin)
+        with contextlib.suppress(Exception):
+            await close()
         refused = await why_refused(url, security, min(timeout_s, 4.0))
         if refused is not None:
             raise refused from None
         detail = security.scrub(str(exc) or type(exc).__name__)
         raise BrokerUnreachable(f"cannot reach the broker at {url}: {detail}") from None
-    return admin
 
 
 async def why_refused(url: str, security: KafkaSecurity, timeout_s: float) -> BrokerRefused | None:

@@ -28,8 +28,11 @@ figcaption{font-size:.85em;color:#4b5563}svg{max-width:100%;height:auto}
 
 
 def _svg(figure: Any) -> str:
+    """The figure as inline SVG (no XML prolog, no date: the same report gives the same
+    bytes); the figure is closed."""
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    _pyplot().close(figure)
     text = buffer.getvalue()
     return text[text.index("<svg") :]
 
@@ -65,9 +68,7 @@ def _minutes_chart(report: Report) -> str:
     ax.set_xticks(range(0, len(dates), step), [d[5:] for d in dates[::step]], rotation=60)
     fig.colorbar(image, ax=ax, label="unit minutes")
     ax.set_title("Minutes per hot spot per day (dot: patrol day)")
-    svg = _svg(fig)
-    plt.close(fig)
-    return svg
+    return _svg(fig)
 
 
 def _crime_chart(report: Report) -> str:
@@ -100,9 +101,7 @@ def _crime_chart(report: Report) -> str:
     right.set_xscale("log")
     right.set_xlabel("rate ratio, patrol ÷ other days (95 % exact interval)")
     right.set_title("Rate ratio")
-    svg = _svg(fig)
-    plt.close(fig)
-    return svg
+    return _svg(fig)
 
 
 def _dosage_chart(report: Report) -> str:
@@ -117,9 +116,7 @@ def _dosage_chart(report: Report) -> str:
     ax.set_ylabel("visits")
     ax.legend(fontsize=8)
     ax.set_title("Dosage: how long each visit lasted")
-    svg = _svg(fig)
-    plt.close(fig)
-    return svg
+    return _svg(fig)
 
 
 def _residual_chart(report: Report) -> str:
@@ -137,9 +134,7 @@ def _residual_chart(report: Report) -> str:
     ax.set_ylabel("crimes per day")
     ax.legend(fontsize=8)
     ax.set_title("Residual effect (all hot spots)")
-    svg = _svg(fig)
-    plt.close(fig)
-    return svg
+    return _svg(fig)
 
 
 def _cell(value: Any) -> str:

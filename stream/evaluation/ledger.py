@@ -27,7 +27,7 @@ from geofences.evaluation.inputs import (
     unique_visits,
     visit_from_dwell,
 )
-from stream.kafka import BrokerUnreachable, KafkaSecurity, bootstrap_servers, why_refused
+from stream.kafka import BrokerUnreachable, KafkaSecurity, bootstrap_servers, start_client
 from stream.tools.replay import Progress
 from stream.worker.faust_internals import refresh_metadata
 
@@ -69,15 +69,7 @@ async def read_dwell_events(
     that is not one, ``topic/partition@offset: reason``). ``on_progress(done, total)`` after
     each batch, total being the records known so far."""
     consumer = ledger_consumer(bootstrap_servers(url), security)
-    try:
-        await asyncio.wait_for(consumer.start(), timeout_s)
-    except Exception as exc:  # aiokafka raises several kinds for an unreachable broker
-        await consumer.stop()
-        refused = await why_refused(url, security, min(timeout_s, 4.0))
-        if refused is not None:
-            raise refused from None
-        detail = security.scrub(str(exc) or type(exc).__name__)
-        raise BrokerUnreachable(f"cannot reach the broker at {url}: {detail}") from None
+    await start_client(consumer, consumer.stop, url, security, timeout_s)
     visits: list[LedgerVisit] = []
     bad: list[str] = []
     try:
